@@ -1,0 +1,41 @@
+//! `vibe-agent check`: every probe once, through the same probe and host code the daemon
+//! runs and the same model, then one line per check.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::host::HostSampler;
+use crate::model::{Check, ConfigureServices, Model, Snapshot, Update};
+use crate::{probe, unix_now};
+
+/// Runs every probe once and returns the resulting snapshot.
+pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
+    let mut model = Model::new(ConfigureServices::from_settings(settings), unix_now());
+    let client = probe::http::client();
+    let rounds = settings
+        .services
+        .iter()
+        .map(|s| probe::probe_once(&client, s));
+    for update in futures_util::future::join_all(rounds).await.into_iter().flatten() {
+        model.apply(update);
+    }
+    match HostSampler::new(settings) {
+        Ok(mut host) => host.sample_round().await.into_iter().for_each(|u| model.apply(u)),
+        Err(e) => model.apply(Update::Source {
+            source: crate::host::HOST_SOURCE,
+            result: Err(e.to_string()),
+        }),
+    }
+    model.publish()
+}
+
+/// The checks of a snapshot as text lines, and whether all passed.
+pub fn report(checks: &[Check], json: bool) -> String {
+    if json {
+        let mut s = serde_json::to_string_pretty(checks).expect("checks serialize");
+        s.push('\n');
+        s
+    } else {
+        checks.iter().map(|c| format!("{c}\n")).collect()
+    }
+}

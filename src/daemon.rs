@@ -1,0 +1,251 @@
+//! The running agent: wires sources → model task → snapshot → listeners, and handles
+//! reload, shutdown and systemd's notify protocol.
+//!
+//! [`start`] takes already-bound listeners (tests pass port 0) and returns an [`Agent`]
+//! handle to reload or stop it. The model task is the single owner of state; sources are
+//! restarted on reload; the metrics listener stays up throughout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::model::{ConfigureServices, Model, Snapshot, Update};
+use crate::sink::UpdateSink;
+use crate::{host, probe, server, unix_now};
+
+/// How long shutdown may take before the agent stops waiting for its tasks.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Listeners the agent serves on, bound by the caller.
+pub struct Listeners {
+    pub metrics: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `settings`.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let metrics = tokio::net::TcpListener::bind(settings.metrics_addr)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} (listen.metrics): {e}; is another agent running, \
+                     or set listen.metrics to a free address",
+                    settings.metrics_addr
+                )
+            })?;
+        Ok(Self { metrics })
+    }
+}
+
+enum Control {
+    /// A new configuration, or why loading it failed.
+    Reload(Result<Box<Settings>, String>),
+}
+
+/// A running agent.
+pub struct Agent {
+    /// The latest published snapshot.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Where the metrics listener is bound.
+    pub metrics_addr: std::net::SocketAddr,
+    control: mpsc::Sender<Control>,
+    shutdown: Option<oneshot::Sender<()>>,
+    main: tokio::task::JoinHandle<()>,
+    sink: UpdateSink,
+}
+
+impl Agent {
+    /// Applies a new configuration (services, paths, intervals). Listener addresses are
+    /// only read at start.
+    pub async fn reload(&self, settings: Settings) {
+        let _ = self.control.send(Control::Reload(Ok(Box::new(settings)))).await;
+    }
+
+    /// Reports a configuration that failed to load: the running one stays.
+    pub async fn reload_failed(&self, why: String) {
+        let _ = self.control.send(Control::Reload(Err(why))).await;
+    }
+
+    /// Sends an update as a source would (for tests and embedding).
+    pub fn sink(&self) -> UpdateSink {
+        self.sink.clone()
+    }
+
+    /// Waits until a snapshot satisfies `pred`, or `timeout` passes; returns the last one.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Snapshot) -> bool,
+    ) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
+        let mut rx = self.snapshots.clone();
+        let fut = async {
+            loop {
+                let s = rx.borrow_and_update().clone();
+                if pred(&s) {
+                    return s;
+                }
+                if rx.changed().await.is_err() {
+                    return s;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(s) if pred(&s) => Ok(s),
+            _ => Err(self.snapshots.borrow().clone()),
+        }
+    }
+
+    /// Stops sources and listeners; returns within [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.main).await.is_err() {
+            self.main.abort();
+        }
+    }
+}
+
+/// Starts every source, the model task and the listeners.
+pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> {
+    let (sink, mut updates) = UpdateSink::channel();
+    let mut model = Model::new(ConfigureServices::from_settings(&settings), unix_now());
+    let (snap_tx, snap_rx) = watch::channel(model.publish());
+    let metrics_addr = listeners.metrics.local_addr()?;
+
+    // The model task: the only owner of state. It folds every queued update, then
+    // publishes one snapshot, so a burst of updates costs one publish.
+    let model_sink = sink.clone();
+    let (model_cmd_tx, mut model_cmd_rx) = mpsc::channel::<Box<dyn FnOnce(&mut Model) + Send>>(8);
+    let model_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                update = updates.recv() => {
+                    let Some(update) = update else { break };
+                    model.apply(update);
+                    while let Ok(more) = updates.try_recv() {
+                        model.apply(more);
+                    }
+                }
+                cmd = model_cmd_rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    cmd(&mut model);
+                }
+            }
+            model.set_updates_dropped(model_sink.dropped());
+            snap_tx.send_replace(model.publish());
+        }
+    });
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listeners.metrics,
+        snap_rx.clone(),
+        async move {
+            let _ = server_stop_rx.await;
+        },
+    ));
+
+    let mut sources = JoinSet::new();
+    spawn_sources(&settings, &sink, &mut sources)?;
+
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
+    let watchdog = spawn_watchdog(sink.clone());
+    let main_sink = sink.clone();
+    let main = tokio::spawn(async move {
+        let mut shutdown_rx = shutdown_rx;
+        let mut current = settings;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown_rx => break,
+                Some(Control::Reload(result)) = control_rx.recv() => {
+                    match result {
+                        Ok(new) => {
+                            let new = *new;
+                            if new.metrics_addr != current.metrics_addr {
+                                tracing::warn!(
+                                    old = %current.metrics_addr, new = %new.metrics_addr,
+                                    "listen.metrics changed; the new address takes effect at restart"
+                                );
+                            }
+                            sources.abort_all();
+                            let paths = new.host_paths.clone();
+                            let _ = model_cmd_tx
+                                .send(Box::new(move |m: &mut Model| m.retain_filesystems(&paths)))
+                                .await;
+                            main_sink.send(Update::Configure(ConfigureServices::from_settings(&new)));
+                            match spawn_sources(&new, &main_sink, &mut sources) {
+                                Ok(()) => {
+                                    tracing::info!(services = new.services.len(), "configuration reloaded");
+                                    main_sink.send(Update::ConfigReload { ok: true, at: unix_now() });
+                                    current = new;
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "reload: cannot start sources; keeping the running configuration");
+                                    main_sink.send(Update::ConfigReload { ok: false, at: unix_now() });
+                                    let _ = spawn_sources(&current, &main_sink, &mut sources);
+                                }
+                            }
+                        }
+                        Err(why) => {
+                            tracing::error!(error = %why, "reload failed; keeping the running configuration");
+                            main_sink.send(Update::ConfigReload { ok: false, at: unix_now() });
+                        }
+                    }
+                }
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        sources.abort_all();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        let _ = server_stop_tx.send(());
+        let _ = server.await;
+        model_task.abort();
+    });
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok(Agent {
+        snapshots: snap_rx,
+        metrics_addr,
+        control: control_tx,
+        shutdown: Some(shutdown_tx),
+        main,
+        sink,
+    })
+}
+
+fn spawn_sources(
+    settings: &Settings,
+    sink: &UpdateSink,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    probe::spawn(settings, sink, tasks);
+    host::spawn(settings, sink, tasks)?;
+    Ok(())
+}
+
+/// Under systemd with `WatchdogSec`, pings the watchdog at half the period, but only after
+/// the model task has answered a ping through its queue: a wedged model stops the pings
+/// and systemd restarts the agent.
+fn spawn_watchdog(sink: UpdateSink) -> Option<tokio::task::JoinHandle<()>> {
+    let period = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())? / 2;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let (tx, rx) = oneshot::channel();
+            sink.send(Update::Ping(tx));
+            if tokio::time::timeout(period, rx).await.is_ok_and(|r| r.is_ok()) {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::warn!("model task did not answer the watchdog ping");
+            }
+        }
+    }))
+}

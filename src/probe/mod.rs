@@ -1,0 +1,79 @@
+//! Service probes: one task per configured service, each with its own interval and
+//! timeout, sending port and HTTP health results to the model.
+//!
+//! The pure parts live in [`port::listening_ports`] and [`health`]; this module only
+//! schedules. [`probe_once`] is shared by the daemon's loops and `vibe-agent check`.
+
+pub mod health;
+pub mod http;
+pub mod port;
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::config::{ServiceSettings, Settings};
+use crate::model::Update;
+use crate::sink::UpdateSink;
+use crate::unix_now;
+
+/// Source name of socket-table reads in `vibe_agent_source_up`.
+pub const PORTS_SOURCE: &str = "ports";
+
+/// Probes one service once (port, then health) and returns the updates.
+pub async fn probe_once(client: &reqwest::Client, svc: &ServiceSettings) -> Vec<Update> {
+    let mut out = Vec::new();
+    if let Some(port) = svc.port {
+        let at = unix_now();
+        let listening = match port::read_listening_ports() {
+            Ok(ports) => {
+                out.push(Update::Source {
+                    source: PORTS_SOURCE,
+                    result: Ok(()),
+                });
+                ports
+            }
+            Err(e) => {
+                out.push(Update::Source {
+                    source: PORTS_SOURCE,
+                    result: Err(e.to_string()),
+                });
+                Default::default()
+            }
+        };
+        let sample = port::probe(&listening, &svc.host, port, svc.timeout, at).await;
+        out.push(Update::Port {
+            service: svc.name.clone(),
+            sample,
+        });
+    }
+    if let Some(url) = &svc.health_url {
+        let sample = http::probe(client, svc, url, unix_now()).await;
+        out.push(Update::Http {
+            service: svc.name.clone(),
+            sample,
+        });
+    }
+    out
+}
+
+/// Starts one probe loop per service into `tasks`. Each loop probes at once, then every
+/// interval; a slow probe delays only its own service.
+pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
+    let client = http::client();
+    for svc in &settings.services {
+        let svc = Arc::new(svc.clone());
+        let client = client.clone();
+        let sink = sink.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(svc.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for update in probe_once(&client, &svc).await {
+                    sink.send(update);
+                }
+            }
+        });
+    }
+}
