@@ -62,20 +62,21 @@ async fn get(
     }
 }
 
-/// reqwest's error, with its cause chain, in one line.
+/// reqwest's error in one line: the kind of failure and its innermost cause
+/// ("cannot connect: Connection refused (os error 111)").
 fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_connect() {
-        "cannot connect".to_string()
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "error reading the body"
     } else {
-        e.to_string()
+        "request failed"
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
     }
-    msg
+    format!("{what}: {cause}")
 }
 
 /// Reads a JupyterLab token from where the config says it is.
