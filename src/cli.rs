@@ -12,7 +12,7 @@ use crate::daemon::{self, Listeners};
 /// Host agent of the VIBE dev box: probes code-server and JupyterLab, samples the host,
 /// and exposes Prometheus metrics.
 #[derive(Debug, Parser)]
-#[command(name = "vibe-agent", version, about, long_about = None)]
+#[command(name = "vibe-agent", version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("VIBE_AGENT_REVISION"), ")"), about, long_about = None)]
 pub struct Cli {
     /// Configuration file. Without it, /etc/vibe-agent/agent.toml is read when it exists,
     /// and the embedded defaults are used when it does not.

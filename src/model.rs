@@ -263,7 +263,7 @@ impl BuildInfo {
     pub fn current() -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION"),
-            revision: option_env!("VIBE_AGENT_REVISION").unwrap_or("unknown"),
+            revision: env!("VIBE_AGENT_REVISION"),
         }
     }
 }
