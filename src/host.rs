@@ -22,8 +22,21 @@ use crate::worker::{BlockingWorker, WorkerError};
 /// Source name of host sampling in `vibe_agent_source_up`.
 pub const HOST_SOURCE: &str = "host";
 
-/// Where systemd puts a system unit's cgroup on a unified (v2) hierarchy.
-const SYSTEM_SLICE: &str = "/sys/fs/cgroup/system.slice";
+/// Where the unified (v2) cgroup hierarchy is mounted.
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+
+/// The cgroup directory under which the service manager puts `system.slice`, from PID 1's
+/// `/proc/1/cgroup` line (`0::/init.scope` on a host, `0::/<subtree>/init.scope` when
+/// systemd runs in a container without a cgroup namespace). Pure: text in, path out.
+pub fn cgroup_root_of(pid1_cgroup: &str) -> PathBuf {
+    let rel = pid1_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::trim)
+        .and_then(|p| p.strip_suffix("/init.scope"))
+        .unwrap_or("");
+    Path::new(CGROUP_MOUNT).join(rel.trim_start_matches('/'))
+}
 
 /// Turns statvfs output into the model's figures.
 pub fn usage_of(st: &rustix::fs::StatVfs) -> FsUsage {
@@ -57,6 +70,8 @@ pub struct HostSampler {
     workers: BTreeMap<PathBuf, BlockingWorker>,
     fs_timeout: Duration,
     units: Vec<(String, String)>,
+    /// Parent of `system.slice`: see [`cgroup_root_of`].
+    cgroup_root: PathBuf,
 }
 
 impl HostSampler {
@@ -72,11 +87,14 @@ impl HostSampler {
             .iter()
             .filter_map(|s| s.unit.clone().map(|u| (s.name.clone(), u)))
             .collect();
+        let cgroup_root =
+            cgroup_root_of(&std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default());
         Ok(Self {
             sys,
             workers,
             fs_timeout: settings.fs_timeout,
             units,
+            cgroup_root,
         })
     }
 
@@ -120,7 +138,11 @@ impl HostSampler {
         }));
 
         for (service, unit) in self.units.clone() {
-            let procs = Path::new(SYSTEM_SLICE).join(&unit).join("cgroup.procs");
+            let procs = self
+                .cgroup_root
+                .join("system.slice")
+                .join(&unit)
+                .join("cgroup.procs");
             let Ok(text) = std::fs::read_to_string(&procs) else {
                 continue; // not running under systemd here: no per-service figures
             };
@@ -192,7 +214,11 @@ pub fn self_process() -> procfs::ProcResult<ProcessSample> {
 }
 
 /// Starts the host sampling loop into `tasks`.
-pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
+pub fn spawn(
+    settings: &Settings,
+    sink: &UpdateSink,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
     let mut sampler = HostSampler::new(settings)?;
     let interval = settings.host_interval;
     let sink = sink.clone();
@@ -218,6 +244,23 @@ mod tests {
         assert_eq!(parse_cgroup_procs("12\n345\n\n"), vec![12, 345]);
         assert_eq!(parse_cgroup_procs(""), Vec::<u32>::new());
         assert_eq!(parse_cgroup_procs("x\n7\n"), vec![7]);
+    }
+
+    #[test]
+    fn cgroup_root_from_pid1() {
+        let cases = [
+            ("0::/init.scope\n", "/sys/fs/cgroup/"),
+            (
+                "0::/machine.slice/box/init.scope\n",
+                "/sys/fs/cgroup/machine.slice/box",
+            ),
+            ("12:pids:/\n0::/init.scope\n", "/sys/fs/cgroup/"),
+            ("", "/sys/fs/cgroup/"),
+            ("0::/\n", "/sys/fs/cgroup/"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(cgroup_root_of(text), Path::new(want), "{text:?}");
+        }
     }
 
     #[test]
@@ -251,6 +294,10 @@ mod tests {
         assert_eq!(fs.len(), 2);
         assert!(matches!(fs[0].1, FsResult::Ok(_)));
         assert_eq!(fs[1].1, FsResult::Missing);
-        assert!(updates.iter().any(|u| matches!(u, Update::Host(h) if h.memory_total_bytes > 0.0)));
+        assert!(
+            updates
+                .iter()
+                .any(|u| matches!(u, Update::Host(h) if h.memory_total_bytes > 0.0))
+        );
     }
 }
