@@ -22,20 +22,33 @@ use crate::worker::{BlockingWorker, WorkerError};
 /// Source name of host sampling in `vibe_agent_source_up`.
 pub const HOST_SOURCE: &str = "host";
 
-/// Where the unified (v2) cgroup hierarchy is mounted.
+/// Where the cgroup hierarchies are mounted.
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 
 /// The cgroup directory under which the service manager puts `system.slice`, from PID 1's
-/// `/proc/1/cgroup` line (`0::/init.scope` on a host, `0::/<subtree>/init.scope` when
-/// systemd runs in a container without a cgroup namespace). Pure: text in, path out.
-pub fn cgroup_root_of(pid1_cgroup: &str) -> PathBuf {
-    let rel = pid1_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
+/// `/proc/1/cgroup`: on the unified (v2) hierarchy the `0::` line under /sys/fs/cgroup, on
+/// a legacy (v1) host the `name=systemd` line under /sys/fs/cgroup/systemd. The path is
+/// `/init.scope` on a host and `/<subtree>/init.scope` when systemd runs in a container
+/// without a cgroup namespace. Pure: text in, path out.
+pub fn cgroup_root_of(pid1_cgroup: &str, unified: bool) -> PathBuf {
+    let (mount, rel) = if unified {
+        (
+            PathBuf::from(CGROUP_MOUNT),
+            pid1_cgroup.lines().find_map(|l| l.strip_prefix("0::")),
+        )
+    } else {
+        (
+            Path::new(CGROUP_MOUNT).join("systemd"),
+            pid1_cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p)),
+        )
+    };
+    let rel = rel
         .map(str::trim)
         .and_then(|p| p.strip_suffix("/init.scope"))
         .unwrap_or("");
-    Path::new(CGROUP_MOUNT).join(rel.trim_start_matches('/'))
+    mount.join(rel.trim_start_matches('/'))
 }
 
 /// Turns statvfs output into the model's figures.
@@ -87,8 +100,10 @@ impl HostSampler {
             .iter()
             .filter_map(|s| s.unit.clone().map(|u| (s.name.clone(), u)))
             .collect();
-        let cgroup_root =
-            cgroup_root_of(&std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default());
+        let cgroup_root = cgroup_root_of(
+            &std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default(),
+            Path::new(CGROUP_MOUNT).join("cgroup.controllers").exists(),
+        );
         Ok(Self {
             sys,
             workers,
@@ -249,17 +264,29 @@ mod tests {
     #[test]
     fn cgroup_root_from_pid1() {
         let cases = [
-            ("0::/init.scope\n", "/sys/fs/cgroup/"),
+            ("0::/init.scope\n", true, "/sys/fs/cgroup/"),
             (
                 "0::/machine.slice/box/init.scope\n",
+                true,
                 "/sys/fs/cgroup/machine.slice/box",
             ),
-            ("12:pids:/\n0::/init.scope\n", "/sys/fs/cgroup/"),
-            ("", "/sys/fs/cgroup/"),
-            ("0::/\n", "/sys/fs/cgroup/"),
+            ("12:pids:/\n0::/init.scope\n", true, "/sys/fs/cgroup/"),
+            ("", true, "/sys/fs/cgroup/"),
+            ("0::/\n", true, "/sys/fs/cgroup/"),
+            (
+                "9:name=systemd:/init.scope\n0::/\n",
+                false,
+                "/sys/fs/cgroup/systemd/",
+            ),
+            (
+                "9:name=systemd:/box/init.scope\n",
+                false,
+                "/sys/fs/cgroup/systemd/box",
+            ),
+            ("8:pids:/\n", false, "/sys/fs/cgroup/systemd/"),
         ];
-        for (text, want) in cases {
-            assert_eq!(cgroup_root_of(text), Path::new(want), "{text:?}");
+        for (text, unified, want) in cases {
+            assert_eq!(cgroup_root_of(text, unified), Path::new(want), "{text:?}");
         }
     }
 
