@@ -32,6 +32,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the manual page (roff) to standard output, for packaging.
+    #[command(hide = true)]
+    Man,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -88,6 +91,16 @@ pub fn main() -> ExitCode {
             } else {
                 ExitCode::from(EXIT_CHECK_FAILED)
             }
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .expect("rendering into a Vec cannot fail");
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out);
+            ExitCode::SUCCESS
         }
         Command::Config {
             command: ConfigCommand::Check,
