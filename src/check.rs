@@ -16,7 +16,12 @@ pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
         .services
         .iter()
         .map(|s| probe::probe_once(&client, s));
-    for update in futures_util::future::join_all(rounds).await.into_iter().flatten() {
+    let (probes, units) = futures_util::future::join(
+        futures_util::future::join_all(rounds),
+        crate::systemd::check_once(settings),
+    )
+    .await;
+    for update in probes.into_iter().flatten().chain(units) {
         model.apply(update);
     }
     match HostSampler::new(settings) {

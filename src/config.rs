@@ -117,6 +117,17 @@ pub struct FileService {
 pub struct FileSystemd {
     /// Unit names or patterns watched besides each service's unit.
     pub units: Option<Vec<String>>,
+    /// "system" (the default) or a D-Bus address, e.g. "unix:path=/run/dbus/system_bus_socket".
+    pub bus: Option<String>,
+    /// How often every watched unit is read again, to catch a missed signal.
+    #[serde(default, with = "humantime_serde")]
+    pub resync_interval: Option<Duration>,
+    /// How often memory, CPU and tasks of running units are read.
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    /// How long one D-Bus call (and connecting) may take.
+    #[serde(default, with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +223,14 @@ pub struct Settings {
     pub log_level: String,
     pub services: Vec<ServiceSettings>,
     pub systemd_units: Vec<String>,
+    /// "system" or a D-Bus address.
+    pub systemd_bus: String,
+    #[serde(with = "humantime_serde")]
+    pub systemd_resync_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub systemd_poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub systemd_call_timeout: Duration,
     pub host_paths: Vec<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub host_interval: Duration,
@@ -229,6 +248,12 @@ pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default host sampling interval.
 pub const DEFAULT_HOST_INTERVAL: Duration = Duration::from_secs(15);
+/// Default interval of the systemd source's full re-read of every watched unit.
+pub const DEFAULT_SYSTEMD_RESYNC: Duration = Duration::from_secs(30);
+/// Default interval of the systemd source's memory/CPU/tasks poll.
+pub const DEFAULT_SYSTEMD_POLL: Duration = Duration::from_secs(10);
+/// Default timeout of one D-Bus call.
+pub const DEFAULT_SYSTEMD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time one statvfs may take.
 pub const DEFAULT_FS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -296,8 +321,8 @@ const KNOWN_KEYS: &[&str] = &[
     "listen", "agent", "service", "systemd", "host", "claude", "metrics", "otlp", "state_dir",
     "log_level", "name", "unit", "port", "host", "health_url", "kind", "expect_status",
     "expect_json_field", "expect_json_value", "token", "token_file", "token_env", "interval",
-    "timeout", "units", "paths", "fs_timeout", "homes", "forward", "metrics_url", "logs_url",
-    "traces_url",
+    "timeout", "units", "bus", "resync_interval", "poll_interval", "call_timeout", "paths",
+    "fs_timeout", "homes", "forward", "metrics_url", "logs_url", "traces_url",
 ];
 
 /// Turns the toml crate's error into one message with line and column first, and a
@@ -499,10 +524,33 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         });
     }
 
-    let systemd_units = file
-        .systemd
-        .and_then(|s| s.units)
+    let systemd = file.systemd.unwrap_or_default();
+    let systemd_units = systemd
+        .units
         .unwrap_or_else(|| vec!["juicefs-*.service".into()]);
+    let systemd_bus = systemd.bus.unwrap_or_else(|| "system".into());
+    if systemd_bus != "system" && !systemd_bus.contains(':') {
+        return Err(invalid(
+            path,
+            "systemd.bus",
+            format!(
+                "\"{systemd_bus}\": write \"system\" or a D-Bus address such as \
+                 \"unix:path=/run/dbus/system_bus_socket\""
+            ),
+        ));
+    }
+    let systemd_resync_interval = systemd.resync_interval.unwrap_or(DEFAULT_SYSTEMD_RESYNC);
+    let systemd_poll_interval = systemd.poll_interval.unwrap_or(DEFAULT_SYSTEMD_POLL);
+    let systemd_call_timeout = systemd.call_timeout.unwrap_or(DEFAULT_SYSTEMD_CALL_TIMEOUT);
+    for (key, d) in [
+        ("systemd.resync_interval", systemd_resync_interval),
+        ("systemd.poll_interval", systemd_poll_interval),
+        ("systemd.call_timeout", systemd_call_timeout),
+    ] {
+        if d < Duration::from_millis(10) {
+            return Err(invalid(path, key, "write at least \"10ms\""));
+        }
+    }
 
     let host = file.host.unwrap_or_default();
     let host_paths = host
@@ -546,6 +594,10 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         log_level,
         services,
         systemd_units,
+        systemd_bus,
+        systemd_resync_interval,
+        systemd_poll_interval,
+        systemd_call_timeout,
         host_paths,
         host_interval,
         fs_timeout,

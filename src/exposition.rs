@@ -36,6 +36,40 @@ impl Family {
         Self::new(name, help, MetricType::COUNTER)
     }
 
+    pub fn histogram(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::HISTOGRAM)
+    }
+
+    /// Adds one histogram sample: `buckets` are (finite upper bound, cumulative count); the
+    /// `+Inf` bucket is `count`.
+    pub fn histogram_sample(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        count: u64,
+        sum: f64,
+    ) -> &mut Self {
+        let mut h = prometheus::proto::Histogram::default();
+        h.set_sample_count(count);
+        h.set_sample_sum(sum);
+        h.set_bucket(
+            buckets
+                .iter()
+                .filter(|(le, _)| le.is_finite())
+                .map(|(le, c)| {
+                    let mut b = prometheus::proto::Bucket::default();
+                    b.set_upper_bound(*le);
+                    b.set_cumulative_count(*c);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::from_label(Self::labels(labels));
+        m.set_histogram(h);
+        self.inner.mut_metric().push(m);
+        self
+    }
+
     fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
         labels
             .iter()
@@ -83,6 +117,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     agent_families(s, &mut out);
     service_families(s, &mut out);
     host_families(s, &mut out);
+    crate::systemd::expose::families(&s.units, &mut out);
     out.sort_by(|a, b| a.name().cmp(b.name()));
     out
 }
@@ -250,7 +285,7 @@ fn service_families(s: &Snapshot, out: &mut Vec<MetricFamily>) {
     for svc in s.services.iter() {
         let name = svc.info.name.as_str();
         let l = [("service", name)];
-        service_up.flag(&l, svc.up());
+        service_up.flag(&l, svc.up(&s.units));
         if let Some(p) = &svc.port {
             let port = p.port.to_string();
             let lp = [("service", name), ("port", port.as_str())];

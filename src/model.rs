@@ -47,6 +47,8 @@ pub enum Update {
     },
     /// The outcome of a configuration (re)load.
     ConfigReload { ok: bool, at: UnixTime },
+    /// A fact from the systemd source (unit state, restarts, resources, connection).
+    Systemd(crate::systemd::UnitEvent),
     /// The watchdog asks whether the model loop is alive; answered as soon as it is read.
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -225,9 +227,11 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
-    /// 1 when every enabled check passes: port listening and accepting, health probe up.
-    /// A check that has not reported yet does not pass.
-    pub fn up(&self) -> bool {
+    /// 1 when every enabled check passes: port listening and accepting, health probe up,
+    /// and the unit running once systemd has reported it (see
+    /// [`UnitsState::allows_up`](crate::systemd::UnitsState::allows_up)). A check that has
+    /// not reported yet does not pass.
+    pub fn up(&self, units: &crate::systemd::UnitsState) -> bool {
         let port_ok = self.info.port.is_none()
             || self
                 .port
@@ -235,7 +239,7 @@ impl ServiceState {
                 .is_some_and(|p| p.listening && p.connect.is_ok());
         let http_ok = self.info.health_url.is_none()
             || self.http.as_ref().is_some_and(|h| h.outcome.is_ok());
-        port_ok && http_ok
+        port_ok && http_ok && units.allows_up(self.info.unit.as_deref())
     }
 
     /// Every enabled check has reported at least once.
@@ -279,6 +283,8 @@ pub struct Snapshot {
     pub filesystems: Arc<BTreeMap<PathBuf, FsSample>>,
     pub process: Option<Arc<ProcessSample>>,
     pub sources: Arc<BTreeMap<SourceName, SourceHealth>>,
+    /// Watched systemd units.
+    pub units: Arc<crate::systemd::UnitsState>,
     pub config_reload: ConfigReloadState,
     /// Updates sources could not deliver because the model's queue was full.
     pub updates_dropped_total: u64,
@@ -313,6 +319,9 @@ impl Snapshot {
         let mut out = Vec::new();
         for s in self.services.iter() {
             let name = &s.info.name;
+            if let Some(unit) = s.info.unit.as_deref().filter(|_| self.units_watched()) {
+                out.push(self.units.service_check(name, unit));
+            }
             if let Some(port) = s.info.port {
                 let check = |ok, detail: String| Check {
                     name: format!("{name} port {port}"),
@@ -387,6 +396,10 @@ impl Snapshot {
                 });
             }
         }
+        let service_units: Vec<&str> =
+            self.services.iter().filter_map(|s| s.info.unit.as_deref()).collect();
+        let systemd = self.sources.get(crate::systemd::SYSTEMD_SOURCE);
+        out.extend(self.units.other_checks(&service_units, systemd));
         for fs in self.filesystems.values() {
             let name = format!("filesystem {}", fs.path.display());
             let (ok, detail) = match &fs.result {
@@ -411,6 +424,13 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The systemd source runs (it has reported at least once).
+    fn units_watched(&self) -> bool {
+        self.sources.contains_key(crate::systemd::SYSTEMD_SOURCE)
+    }
+}
+
 fn ms(secs: f64) -> String {
     format!("{:.1} ms", secs * 1e3)
 }
@@ -432,6 +452,7 @@ impl Model {
                 filesystems: Arc::new(BTreeMap::new()),
                 process: None,
                 sources: Arc::new(BTreeMap::new()),
+                units: Arc::default(),
                 config_reload: ConfigReloadState {
                     successful: true,
                     last_success_at: now,
@@ -502,6 +523,7 @@ impl Model {
                     st.config_reload.last_success_at = at;
                 }
             }
+            Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
             Update::Ping(reply) => {
                 let _ = reply.send(());
             }
@@ -572,7 +594,7 @@ mod tests {
     #[test]
     fn service_up_needs_every_enabled_check() {
         let mut m = model();
-        assert!(!jupyter(&m).up(), "unsampled is not up");
+        assert!(!jupyter(&m).up(&m.state.units), "unsampled is not up");
         for (listening, connect, http_ok, want) in [
             (true, true, true, true),
             (false, true, true, false),
@@ -587,7 +609,11 @@ mod tests {
                 service: "jupyter".into(),
                 sample: http(http_ok),
             });
-            assert_eq!(jupyter(&m).up(), want, "{listening} {connect} {http_ok}");
+            assert_eq!(
+                jupyter(&m).up(&m.state.units),
+                want,
+                "{listening} {connect} {http_ok}"
+            );
         }
     }
 
