@@ -336,7 +336,9 @@ impl<'a> UnitWatch<'a> {
                         self.sink.send(source(Ok(())));
                     }
                 }
-                Err(e) => self.sink.send(source(Err(e.to_string()))),
+                Err(e) => {
+                    self.sink.send(source(Err(e.to_string())));
+                }
             },
             Reply::Properties {
                 unit,
@@ -344,7 +346,9 @@ impl<'a> UnitWatch<'a> {
                 result,
             } => match result {
                 Ok((seq, change)) => self.apply(sd, &unit, iface, seq, change),
-                Err(e) => self.sink.send(source(Err(e.to_string()))),
+                Err(e) => {
+                    self.sink.send(source(Err(e.to_string())));
+                }
             },
             Reply::Resources { unit, result } => match result {
                 Ok(resources) if self.running.contains(&unit) => {
@@ -352,7 +356,9 @@ impl<'a> UnitWatch<'a> {
                         .send(event(UnitEvent::Resources { unit, resources }));
                 }
                 Ok(_) => {}
-                Err(e) => self.sink.send(source(Err(e.to_string()))),
+                Err(e) => {
+                    self.sink.send(source(Err(e.to_string())));
+                }
             },
         }
     }
