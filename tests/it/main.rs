@@ -1,0 +1,13 @@
+//! vibe-agent's integration tests, all in one binary (ripgrep's layout): one module per
+//! area, seen from outside (metric values, HTTP answers, exit codes, printed lines), and the
+//! `support` DSL they share. Real components where the issue asks for them: JupyterLab from
+//! the test venv, promtool from Debian's `prometheus`; `scripts/test` installs both.
+
+mod support;
+
+mod cli;
+mod code_server;
+mod daemon;
+mod exposition;
+mod filesystem;
+mod jupyterlab;
