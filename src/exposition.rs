@@ -117,8 +117,31 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     agent_families(s, &mut out);
     service_families(s, &mut out);
     host_families(s, &mut out);
+    crate::juicefs::expose::families(&s.juicefs, &mut out);
+    crate::otlp::families::families(&s.claude_telemetry, &mut out);
+    if let Some(t) = &s.claude_transcripts {
+        crate::transcripts::metrics::families(t, &mut out);
+    }
     crate::systemd::expose::families(&s.units, &mut out);
     out.sort_by(|a, b| a.name().cmp(b.name()));
+    merge_same_names(out)
+}
+
+/// Two sources may contribute series to one family (e.g. `vibe_claude_active_sessions`
+/// from telemetry and from transcripts): a family name may appear once in the exposition,
+/// so the series of same-named neighbours (input sorted by name) are joined under the
+/// first one's help and type.
+fn merge_same_names(sorted: Vec<MetricFamily>) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::with_capacity(sorted.len());
+    for mut f in sorted {
+        match out.last_mut() {
+            Some(prev) if prev.name() == f.name() => {
+                let metrics = std::mem::take(f.mut_metric());
+                prev.mut_metric().extend(metrics);
+            }
+            _ => out.push(f),
+        }
+    }
     out
 }
 
@@ -483,6 +506,24 @@ mod tests {
         assert!(text.contains("# TYPE vibe_agent_build_info gauge"));
         assert!(text.contains("vibe_agent_config_last_reload_successful 1"));
         assert!(!text.contains("vibe_http_up"), "no sample, no series");
+    }
+
+    #[test]
+    fn same_named_families_from_two_sources_are_merged() {
+        let mut out = Vec::new();
+        let mut a = Family::gauge("x_sessions", "from a");
+        a.sample(&[("source", "a")], 1.0);
+        a.finish(&mut out);
+        let mut b = Family::gauge("x_sessions", "from b");
+        b.sample(&[("user", "u")], 2.0);
+        b.finish(&mut out);
+        let merged = merge_same_names(out);
+        assert_eq!(merged.len(), 1);
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&merged, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches("# TYPE x_sessions").count(), 1, "{text}");
+        assert!(text.contains("x_sessions{source=\"a\"} 1") && text.contains("x_sessions{user=\"u\"} 2"));
     }
 
     #[test]
