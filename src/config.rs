@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub host: Option<FileHost>,
     /// Claude Code homes and telemetry.
     pub claude: Option<FileClaude>,
+    /// OTLP receiver: label allow-list, limits, token, persistence.
+    pub otlp: Option<crate::otlp::settings::FileOtlp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +242,7 @@ pub struct Settings {
     pub forward_metrics_url: Option<String>,
     pub forward_logs_url: Option<String>,
     pub forward_traces_url: Option<String>,
+    pub otlp: crate::otlp::OtlpSettings,
 }
 
 /// Default probe interval of a service.
@@ -605,6 +608,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         forward_metrics_url: forward.metrics_url,
         forward_logs_url: forward.logs_url,
         forward_traces_url: forward.traces_url,
+        otlp: crate::otlp::settings::validate(file.otlp, path)?,
     })
 }
 

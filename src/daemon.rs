@@ -22,6 +22,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Listeners the agent serves on, bound by the caller.
 pub struct Listeners {
     pub metrics: tokio::net::TcpListener,
+    /// The OTLP/HTTP receiver's listener (`listen.otlp`), when enabled.
+    pub otlp: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -36,7 +38,16 @@ impl Listeners {
                     settings.metrics_addr
                 )
             })?;
-        Ok(Self { metrics })
+        let otlp = match settings.otlp_addr {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr} (listen.otlp): {e}; is another OTLP receiver \
+                     running, or set listen.otlp to a free address (\"\" turns it off)"
+                )
+            })?),
+        };
+        Ok(Self { metrics, otlp })
     }
 }
 
@@ -51,6 +62,8 @@ pub struct Agent {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Where the metrics listener is bound.
     pub metrics_addr: std::net::SocketAddr,
+    /// Where the OTLP receiver is bound, when enabled.
+    pub otlp_addr: Option<std::net::SocketAddr>,
     control: mpsc::Sender<Control>,
     shutdown: Option<oneshot::Sender<()>>,
     main: tokio::task::JoinHandle<()>,
@@ -152,6 +165,8 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
 
     let mut sources = JoinSet::new();
     spawn_sources(&settings, &sink, &mut sources)?;
+    let telemetry = crate::otlp::start(&settings, listeners.otlp, &sink, snap_rx.clone());
+    let otlp_addr = telemetry.addr;
 
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
     let watchdog = spawn_watchdog(sink.clone());
@@ -206,6 +221,7 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
         }
         let _ = server_stop_tx.send(());
         let _ = server.await;
+        telemetry.stop().await;
         model_task.abort();
     });
 
@@ -213,6 +229,7 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
     Ok(Agent {
         snapshots: snap_rx,
         metrics_addr,
+        otlp_addr,
         control: control_tx,
         shutdown: Some(shutdown_tx),
         main,

@@ -13,6 +13,7 @@ pub mod exposition;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod otlp;
 pub mod probe;
 pub mod server;
 pub mod sink;

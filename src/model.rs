@@ -49,6 +49,8 @@ pub enum Update {
     ConfigReload { ok: bool, at: UnixTime },
     /// A fact from the systemd source (unit state, restarts, resources, connection).
     Systemd(crate::systemd::UnitEvent),
+    /// Claude Code telemetry: a receipt from the OTLP receiver, restored totals, or a tick.
+    ClaudeTelemetry(crate::otlp::TelemetryUpdate),
     /// The watchdog asks whether the model loop is alive; answered as soon as it is read.
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -283,6 +285,8 @@ pub struct Snapshot {
     pub filesystems: Arc<BTreeMap<PathBuf, FsSample>>,
     pub process: Option<Arc<ProcessSample>>,
     pub sources: Arc<BTreeMap<SourceName, SourceHealth>>,
+    /// Claude Code telemetry received over OTLP.
+    pub claude_telemetry: Arc<crate::otlp::TelemetryState>,
     /// Watched systemd units.
     pub units: Arc<crate::systemd::UnitsState>,
     pub config_reload: ConfigReloadState,
@@ -452,6 +456,7 @@ impl Model {
                 filesystems: Arc::new(BTreeMap::new()),
                 process: None,
                 sources: Arc::new(BTreeMap::new()),
+                claude_telemetry: Arc::default(),
                 units: Arc::default(),
                 config_reload: ConfigReloadState {
                     successful: true,
@@ -524,6 +529,7 @@ impl Model {
                 }
             }
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
+            Update::ClaudeTelemetry(u) => Arc::make_mut(&mut st.claude_telemetry).apply(u),
             Update::Ping(reply) => {
                 let _ = reply.send(());
             }

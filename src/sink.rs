@@ -34,11 +34,14 @@ impl UpdateSink {
         )
     }
 
-    /// Queues `update`, or counts it as dropped when the queue is full or closed.
-    pub fn send(&self, update: Update) {
+    /// Queues `update`, or counts it as dropped when the queue is full or closed; true when
+    /// queued.
+    pub fn send(&self, update: Update) -> bool {
         if self.tx.try_send(update).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     /// Updates dropped so far.

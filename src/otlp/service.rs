@@ -1,0 +1,135 @@
+//! Starting and stopping the telemetry side of the agent: restores the state file, starts
+//! the receiver on the OTLP listener, the forwarder and the persistence task, and at
+//! shutdown stops the receiver first and saves the totals last.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::Signal;
+use super::forward::{DEFAULT_QUEUE_BYTES, Forwarder};
+use super::receiver::{self, Receiver};
+use super::state::{Limits, TelemetryUpdate};
+use crate::config::Settings;
+use crate::model::{Snapshot, Update};
+use crate::sink::UpdateSink;
+
+/// How long shutdown waits for in-flight requests and the last save.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The running receiver, forwarder and persistence task.
+pub struct TelemetryService {
+    /// Where the receiver listens, when it does.
+    pub addr: Option<SocketAddr>,
+    receiver_stop: Option<oneshot::Sender<()>>,
+    receiver: Option<JoinHandle<()>>,
+    persist_stop: oneshot::Sender<()>,
+    persist: JoinHandle<()>,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+/// Restores saved totals, then starts everything. Queues the restore before the receiver
+/// exists, so restored totals are in the model before the first new point.
+pub fn start(
+    settings: &Settings,
+    listener: Option<tokio::net::TcpListener>,
+    sink: &UpdateSink,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+) -> TelemetryService {
+    sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Configure(
+        Box::new(Limits::from_settings(&settings.otlp)),
+    )));
+    let file = super::persist::path(&settings.state_dir);
+    match super::persist::load(&file) {
+        Ok(Some(p)) => {
+            tracing::info!(path = %file.display(), families = p.families.len(), "restored Claude telemetry totals");
+            sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Restore(Box::new(
+                p,
+            ))));
+        }
+        Ok(None) => {}
+        // Counting goes on from zero in memory, and the unreadable file is kept aside so
+        // it is not overwritten: a person can repair it.
+        Err(e) => {
+            let aside = file.with_extension("json.unreadable");
+            let _ = std::fs::rename(&file, &aside);
+            tracing::error!(error = %e, kept = %aside.display(), "cannot restore Claude telemetry totals");
+        }
+    }
+
+    let mut forwarders = Vec::new();
+    let forward = Forwarder::new(
+        &[
+            (Signal::Metrics, settings.forward_metrics_url.clone()),
+            (Signal::Logs, settings.forward_logs_url.clone()),
+            (Signal::Traces, settings.forward_traces_url.clone()),
+        ],
+        DEFAULT_QUEUE_BYTES,
+    )
+    .map(|(f, tasks)| {
+        forwarders.extend(tasks.into_iter().map(tokio::spawn));
+        f
+    });
+
+    let (persist_stop, persist_rx) = oneshot::channel();
+    let persist = tokio::spawn(super::persist::run(
+        file,
+        settings.otlp.persist_interval,
+        snapshots,
+        sink.clone(),
+        forward.clone(),
+        persist_rx,
+    ));
+
+    let mut service = TelemetryService {
+        addr: None,
+        receiver_stop: None,
+        receiver: None,
+        persist_stop,
+        persist,
+        forwarders,
+    };
+    if let Some(listener) = listener {
+        service.addr = listener.local_addr().ok();
+        let r = Arc::new(Receiver::new(&settings.otlp, sink.clone(), forward));
+        let (tx, rx) = oneshot::channel::<()>();
+        service.receiver_stop = Some(tx);
+        service.receiver = Some(tokio::spawn(async move {
+            if let Err(e) = receiver::serve(listener, r, async move {
+                let _ = rx.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "OTLP receiver stopped");
+            }
+        }));
+    }
+    service
+}
+
+impl TelemetryService {
+    /// Stops taking requests, then saves the totals one last time.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.receiver_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut r) = self.receiver.take() {
+            if tokio::time::timeout(STOP_GRACE, &mut r).await.is_err() {
+                r.abort();
+            }
+        }
+        for f in &self.forwarders {
+            f.abort();
+        }
+        let _ = self.persist_stop.send(());
+        if tokio::time::timeout(STOP_GRACE, &mut self.persist)
+            .await
+            .is_err()
+        {
+            self.persist.abort();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The `[otlp]` section of the agent's file: its serde mirror, defaults and validation.
+//!
+//! config.rs embeds [`FileOtlp`] and calls [`validate`]; everything OTLP-specific about
+//! configuration lives here so the shared config module only gains a field.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// Attributes kept as labels when the file does not say otherwise (DESIGN.md).
+pub const DEFAULT_ALLOW_LABELS: &[&str] = &[
+    "model",
+    "type",
+    "query_source",
+    "decision",
+    "source",
+    "tool_name",
+    "language",
+    "start_type",
+    "speed",
+    "effort",
+];
+/// Default cap on series per exported family.
+pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 2000;
+/// Default cap on decompressed request bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Default interval between two saves of the state file.
+pub const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_secs(5);
+/// Default window for `vibe_claude_active_sessions`.
+pub const DEFAULT_ACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Default cap on tracked OTLP streams (per-session cumulative series and delta dedupe).
+pub const DEFAULT_MAX_STREAMS: usize = 200_000;
+/// Default time a cumulative stream is remembered without new points.
+pub const DEFAULT_STREAM_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Serde mirror of `[otlp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOtlp {
+    /// Attribute keys kept as labels; the rest are dropped and summed over.
+    pub allow_labels: Option<Vec<String>>,
+    /// Series per family before new label sets are dropped and counted.
+    pub max_series_per_family: Option<usize>,
+    /// Largest accepted body after decompression, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Bearer token clients must send (`Authorization: Bearer T`), inline.
+    pub bearer_token: Option<String>,
+    /// Bearer token read from this file at start.
+    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// How often totals are saved to the state directory, e.g. "5s".
+    #[serde(default, with = "humantime_serde")]
+    pub persist_interval: Option<Duration>,
+    /// IANA time zone for `vibe_claude_cost_today_usd`, e.g. "Europe/Paris" (default: the
+    /// system's).
+    pub time_zone: Option<String>,
+    /// Window for `vibe_claude_active_sessions`, e.g. "5m".
+    #[serde(default, with = "humantime_serde")]
+    pub active_window: Option<Duration>,
+    /// Tracked streams before the least recently seen are forgotten.
+    pub max_streams: Option<usize>,
+}
+
+/// Validated `[otlp]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OtlpSettings {
+    pub allow_labels: Vec<String>,
+    pub max_series_per_family: usize,
+    pub max_body_bytes: usize,
+    #[serde(skip)]
+    pub bearer_token: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub persist_interval: Duration,
+    /// `None`: the system's time zone.
+    pub time_zone: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub active_window: Duration,
+    pub max_streams: usize,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        validate(None, Path::new("<defaults>")).expect("defaults are valid")
+    }
+}
+
+fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        key: format!("otlp.{key}"),
+        message: message.into(),
+    }
+}
+
+/// Validates the section (absent = defaults).
+pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, ConfigError> {
+    let f = file.unwrap_or_default();
+    let allow_labels = f
+        .allow_labels
+        .unwrap_or_else(|| DEFAULT_ALLOW_LABELS.iter().map(|s| s.to_string()).collect());
+    if let Some(bad) = allow_labels.iter().find(|k| k.is_empty()) {
+        return Err(invalid(
+            path,
+            "allow_labels",
+            format!("\"{bad}\": write attribute keys such as \"model\""),
+        ));
+    }
+    let max_series_per_family = f
+        .max_series_per_family
+        .unwrap_or(DEFAULT_MAX_SERIES_PER_FAMILY);
+    if max_series_per_family == 0 {
+        return Err(invalid(
+            path,
+            "max_series_per_family",
+            "0: write at least 1",
+        ));
+    }
+    let max_body_bytes = f.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        return Err(invalid(
+            path,
+            "max_body_bytes",
+            format!("{max_body_bytes}: write at least 1024"),
+        ));
+    }
+    let bearer_token = match (f.bearer_token, f.bearer_token_file) {
+        (None, None) => None,
+        (Some(t), None) => Some(t),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(&file)
+                .map_err(|e| {
+                    invalid(
+                        path,
+                        "bearer_token_file",
+                        format!("{}: {e}", file.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                path,
+                "bearer_token",
+                "give bearer_token or bearer_token_file, not both",
+            ));
+        }
+    };
+    if bearer_token.as_deref() == Some("") {
+        return Err(invalid(path, "bearer_token", "the token is empty"));
+    }
+    let persist_interval = f.persist_interval.unwrap_or(DEFAULT_PERSIST_INTERVAL);
+    if persist_interval < Duration::from_millis(100) {
+        return Err(invalid(
+            path,
+            "persist_interval",
+            "write at least \"100ms\"",
+        ));
+    }
+    if let Some(tz) = &f.time_zone {
+        if let Err(e) = jiff::tz::TimeZone::get(tz) {
+            return Err(invalid(
+                path,
+                "time_zone",
+                format!("\"{tz}\": {e}; write an IANA name such as \"Europe/Paris\""),
+            ));
+        }
+    }
+    let active_window = f.active_window.unwrap_or(DEFAULT_ACTIVE_WINDOW);
+    if active_window.is_zero() {
+        return Err(invalid(
+            path,
+            "active_window",
+            "write a window above zero, e.g. \"5m\"",
+        ));
+    }
+    let max_streams = f.max_streams.unwrap_or(DEFAULT_MAX_STREAMS);
+    if max_streams < 100 {
+        return Err(invalid(
+            path,
+            "max_streams",
+            format!("{max_streams}: write at least 100"),
+        ));
+    }
+    Ok(OtlpSettings {
+        allow_labels,
+        max_series_per_family,
+        max_body_bytes,
+        bearer_token,
+        persist_interval,
+        time_zone: f.time_zone,
+        active_window,
+        max_streams,
+    })
+}
+
+impl OtlpSettings {
+    /// The time zone for "today": the configured one, else the system's, else UTC.
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        match &self.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC),
+            None => jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
+        }
+    }
+}
