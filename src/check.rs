@@ -31,6 +31,9 @@ pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
             result: Err(e.to_string()),
         }),
     }
+    for update in crate::juicefs::check_once(settings).await {
+        model.apply(update);
+    }
     model.publish()
 }
 

@@ -152,6 +152,19 @@ pub struct FileClaude {
     pub homes: Option<Vec<String>>,
     /// Upstreams for raw OTLP bodies.
     pub forward: Option<FileForward>,
+    /// Transcript lines longer than this are skipped (and counted), e.g. 8388608.
+    pub max_line_bytes: Option<usize>,
+    /// How often every transcript is re-scanned besides inotify, e.g. "30s".
+    #[serde(default, with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
+    /// How often transcript offsets and totals are saved, e.g. "10s".
+    #[serde(default, with = "humantime_serde")]
+    pub save_interval: Option<Duration>,
+    /// A session is active when it wrote a line this recently, e.g. "5m".
+    #[serde(default, with = "humantime_serde")]
+    pub active_window: Option<Duration>,
+    /// Prices per model id or family, USD per million tokens; replace the embedded ones.
+    pub prices: Option<std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +252,14 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub fs_timeout: Duration,
     pub claude_homes: Vec<String>,
+    pub claude_max_line_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub claude_reconcile_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub claude_save_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub claude_active_window: Duration,
+    pub claude_prices: std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>,
     pub forward_metrics_url: Option<String>,
     pub forward_logs_url: Option<String>,
     pub forward_traces_url: Option<String>,
@@ -326,6 +347,7 @@ const KNOWN_KEYS: &[&str] = &[
     "expect_json_field", "expect_json_value", "token", "token_file", "token_env", "interval",
     "timeout", "units", "bus", "resync_interval", "poll_interval", "call_timeout", "paths",
     "fs_timeout", "homes", "forward", "metrics_url", "logs_url", "traces_url",
+    "max_line_bytes", "reconcile_interval", "save_interval", "active_window", "prices",
 ];
 
 /// Turns the toml crate's error into one message with line and column first, and a
@@ -578,7 +600,22 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
     let claude = file.claude.unwrap_or_default();
     let claude_homes = claude
         .homes
-        .unwrap_or_else(|| vec!["/root/.claude".into(), "/home/*/.claude".into()]);
+        .unwrap_or_else(|| {
+            ["/root/.claude", "/home/*/.claude", "/root/.config/claude", "/home/*/.config/claude"]
+                .map(String::from)
+                .to_vec()
+        });
+    let claude_max_line_bytes = claude.max_line_bytes.unwrap_or(8 << 20);
+    let claude_reconcile_interval = claude.reconcile_interval.unwrap_or(Duration::from_secs(30));
+    let claude_save_interval = claude.save_interval.unwrap_or(Duration::from_secs(10));
+    let claude_active_window = claude.active_window.unwrap_or(Duration::from_secs(300));
+    if claude_max_line_bytes < 4096 || claude_reconcile_interval < Duration::from_millis(50) {
+        return Err(invalid(
+            path,
+            "claude",
+            "write max_line_bytes of at least 4096 and a reconcile_interval of at least \"50ms\"",
+        ));
+    }
     let forward = claude.forward.unwrap_or_default();
     for (k, u) in [
         ("claude.forward.metrics_url", &forward.metrics_url),
@@ -605,6 +642,11 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         host_interval,
         fs_timeout,
         claude_homes,
+        claude_max_line_bytes,
+        claude_reconcile_interval,
+        claude_save_interval,
+        claude_active_window,
+        claude_prices: claude.prices.unwrap_or_default(),
         forward_metrics_url: forward.metrics_url,
         forward_logs_url: forward.logs_url,
         forward_traces_url: forward.traces_url,
@@ -641,7 +683,10 @@ mod tests {
             s.host_paths,
             vec![PathBuf::from("/data"), PathBuf::from("/fs")]
         );
-        assert_eq!(s.claude_homes, vec!["/root/.claude", "/home/*/.claude"]);
+        assert_eq!(
+            s.claude_homes,
+            vec!["/root/.claude", "/home/*/.claude", "/root/.config/claude", "/home/*/.config/claude"]
+        );
         assert_eq!(s, Settings::default());
     }
 

@@ -245,6 +245,7 @@ fn spawn_sources(
     probe::spawn(settings, sink, tasks);
     host::spawn(settings, sink, tasks)?;
     crate::systemd::spawn(settings, sink, tasks);
+    crate::transcripts::spawn(settings, sink, tasks);
     Ok(())
 }
 

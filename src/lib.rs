@@ -18,6 +18,7 @@ pub mod probe;
 pub mod server;
 pub mod sink;
 pub mod systemd;
+pub mod transcripts;
 pub mod worker;
 
 /// Now, in seconds since the Unix epoch. Sources stamp their samples with it; pure code

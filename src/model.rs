@@ -53,6 +53,8 @@ pub enum Update {
     ClaudeTelemetry(crate::otlp::TelemetryUpdate),
     /// The watchdog asks whether the model loop is alive; answered as soon as it is read.
     Ping(tokio::sync::oneshot::Sender<()>),
+    /// Totals from the Claude transcript tailer (a whole snapshot; replaces the last).
+    ClaudeTranscripts(Arc<crate::transcripts::TranscriptTotals>),
 }
 
 /// The service list as the model needs it: names, kinds, and which checks are enabled.
@@ -292,6 +294,8 @@ pub struct Snapshot {
     pub config_reload: ConfigReloadState,
     /// Updates sources could not deliver because the model's queue was full.
     pub updates_dropped_total: u64,
+    /// Claude transcript totals, once the tailer has published.
+    pub claude_transcripts: Option<Arc<crate::transcripts::TranscriptTotals>>,
 }
 
 /// One line of `vibe-agent check` and of the landing page's table.
@@ -463,6 +467,7 @@ impl Model {
                     last_success_at: now,
                 },
                 updates_dropped_total: 0,
+                claude_transcripts: None,
             },
         };
         model.apply(Update::Configure(services));
@@ -530,6 +535,7 @@ impl Model {
             }
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
             Update::ClaudeTelemetry(u) => Arc::make_mut(&mut st.claude_telemetry).apply(u),
+            Update::ClaudeTranscripts(t) => st.claude_transcripts = Some(t),
             Update::Ping(reply) => {
                 let _ = reply.send(());
             }
