@@ -8,7 +8,7 @@
 //! SIGKILLs the group it leads.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ pub struct JupyterLab {
 }
 
 impl JupyterLab {
-    /// Starts JupyterLab and waits until `/jupyter/api` answers.
+    /// Starts JupyterLab and waits until `/jupyter/api` answers. A free port can be taken
+    /// by someone else before JupyterLab binds it; then it tries another.
     pub async fn start(token: &str) -> Self {
         let jupyter = venv().join("bin/jupyter");
         assert!(
@@ -40,10 +41,22 @@ impl JupyterLab {
              VIBE_TEST_VENV at a venv that has jupyterlab",
             jupyter.display()
         );
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(&jupyter, token, free_port()).await {
+                Ok(lab) => return lab,
+                Err(log) if attempts < 3 && log.contains("already in use") => continue,
+                Err(log) => panic!("JupyterLab exited while starting:\n{log}"),
+            }
+        }
+    }
+
+    /// One start on `port`; `Err(log)` when the server exits before answering.
+    async fn try_start(jupyter: &Path, token: &str, port: u16) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("JupyterLab's temp dir");
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("jupyter.log")).expect("log file");
-        let child = Command::new(&jupyter)
+        let child = Command::new(jupyter)
             .args([
                 "lab",
                 "--no-browser",
@@ -75,20 +88,19 @@ impl JupyterLab {
         };
         let url = lab.url("/api");
         wait_until(WAIT, "JupyterLab to answer /jupyter/api", async || {
-            if let Some(status) = lab.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "JupyterLab exited with {status} while starting:\n{}",
-                    lab.log()
-                );
+            if let Some(c) = lab.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Ok(Err(format!("exit status {status}\n{}", lab.log())));
+                }
             }
             match lab.client.get(&url).send().await {
-                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) if r.status() == 200 => Ok(Ok(())),
                 Ok(r) => Err(format!("status {}", r.status())),
                 Err(e) => Err(format!("{e}\n{}", lab.log())),
             }
         })
-        .await;
-        lab
+        .await?;
+        Ok(lab)
     }
 
     /// `http://127.0.0.1:PORT/jupyter<path>`.
