@@ -11,3 +11,4 @@ mod daemon;
 mod exposition;
 mod filesystem;
 mod jupyterlab;
+mod systemd;
