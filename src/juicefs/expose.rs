@@ -102,7 +102,11 @@ pub fn families(st: &JuicefsState, out: &mut Vec<MetricFamily>) {
         stuck.flag(&l, m.health == MountHealth::Stuck);
         if let Some(s) = m.source {
             source.sample(
-                &[("mount", mount.as_ref()), ("volume", m.volume.as_str()), ("source", s.as_str())],
+                &[
+                    ("mount", mount.as_ref()),
+                    ("volume", m.volume.as_str()),
+                    ("source", s.as_str()),
+                ],
                 1.0,
             );
         }
@@ -141,7 +145,11 @@ pub fn families(st: &JuicefsState, out: &mut Vec<MetricFamily>) {
         }
         for (method, v) in &c.fuse_ops_by_method {
             fuse_ops_method.sample(
-                &[("mount", mount.as_ref()), ("volume", m.volume.as_str()), ("method", method)],
+                &[
+                    ("mount", mount.as_ref()),
+                    ("volume", m.volume.as_str()),
+                    ("method", method),
+                ],
                 *v,
             );
         }

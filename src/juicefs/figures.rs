@@ -136,7 +136,10 @@ fn escape_label_value(v: &str) -> String {
 pub fn from_prometheus_text(text: &str, mount_point: &str) -> Result<ClientFigures, FiguresError> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("parsing lines from memory cannot fail");
-    let wanted = escape_label_value(mount_point);
+    // prometheus-parse keeps escapes as written and trims every '"' from both ends of a
+    // value, so compare with the mount point written and trimmed the same way.
+    let escaped = escape_label_value(mount_point);
+    let wanted = escaped.trim_matches('"');
     let mut other_mp: Option<String> = None;
     let mut values: HashMap<&str, f64> = HashMap::new();
     let mut by_method: HashMap<&str, f64> = HashMap::new();
@@ -180,8 +183,10 @@ pub fn from_prometheus_text(text: &str, mount_point: &str) -> Result<ClientFigur
         });
     }
     let mut f = ClientFigures::from_lookup(|n| values.get(n).copied(), "_count");
-    let mut methods: Vec<(String, f64)> =
-        by_method.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut methods: Vec<(String, f64)> = by_method
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     methods.sort_by(|a, b| a.0.cmp(&b.0));
     f.fuse_ops_by_method = methods;
     f.volume = volume.map(str::to_string);
@@ -216,7 +221,10 @@ mod tests {
         // The histogram's count, folded as `_total` (not a counter of that name).
         assert_eq!(f.fuse_ops, Some(9_734_110.0));
         assert_eq!(f.fuse_open_handles, Some(57.0));
-        assert!(f.fuse_ops_by_method.is_empty(), "1.0 has no per-method counter");
+        assert!(
+            f.fuse_ops_by_method.is_empty(),
+            "1.0 has no per-method counter"
+        );
         assert_eq!(f.volume, None, ".stats does not name the volume");
     }
 
@@ -258,7 +266,10 @@ mod tests {
             "juicefs_go_build_info__github.com/juicedata/juicefs_(devel) 1\n\
              juicefs_uptime 12.5\n\nnot a number here\nlonely\n",
         );
-        assert_eq!(lines["juicefs_go_build_info__github.com/juicedata/juicefs_(devel)"], 1.0);
+        assert_eq!(
+            lines["juicefs_go_build_info__github.com/juicedata/juicefs_(devel)"],
+            1.0
+        );
         assert_eq!(lines["juicefs_uptime"], 12.5);
         assert_eq!(lines.len(), 2);
     }
@@ -316,7 +327,11 @@ mod tests {
             f.fuse_ops_by_method,
             vec![("read".to_string(), 4.0), ("write".to_string(), 6.0)]
         );
-        assert_eq!(f.object_request_errors, Some(1.0), "the other mount's sample is ignored");
+        assert_eq!(
+            f.object_request_errors,
+            Some(1.0),
+            "the other mount's sample is ignored"
+        );
         assert_eq!(f.volume.as_deref(), Some("q"));
     }
 

@@ -59,7 +59,9 @@ pub fn unescape(field: &str) -> PathBuf {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -181,7 +183,12 @@ mod tests {
         assert_eq!(e.mount_point, Path::new("/mnt2"));
         assert_eq!(e.fstype, "ext3");
         assert_eq!(e.source, "/dev/root");
-        for bad in ["", "garbage", "36 35 98:0 / /x rw shared:1 ext3 /dev/root rw", "x 35 98:0 / /x rw - a b c"] {
+        for bad in [
+            "",
+            "garbage",
+            "36 35 98:0 / /x rw shared:1 ext3 /dev/root rw",
+            "x 35 98:0 / /x rw - a b c",
+        ] {
             assert_eq!(parse_line(bad), None, "{bad:?}");
         }
     }
@@ -241,7 +248,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("/fs", "vibe"), ("/data/models", "models"), ("/mnt/scratch", "scratch")]
+            vec![
+                ("/fs", "vibe"),
+                ("/data/models", "models"),
+                ("/mnt/scratch", "scratch")
+            ]
         );
     }
 

@@ -129,7 +129,11 @@ pub fn validate(file: Option<FileJuicefs>, path: &Path) -> Result<JuicefsSetting
     check_url(path, "juicefs.metrics_url", &metrics_url)?;
     let interval = file.interval.unwrap_or(DEFAULT_INTERVAL);
     if interval < Duration::from_millis(10) {
-        return Err(invalid(path, "juicefs.interval", "write at least \"10ms\"".into()));
+        return Err(invalid(
+            path,
+            "juicefs.interval",
+            "write at least \"10ms\"".into(),
+        ));
     }
     let timeout = file.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() || timeout > interval {
@@ -146,7 +150,10 @@ pub fn validate(file: Option<FileJuicefs>, path: &Path) -> Result<JuicefsSetting
             return Err(invalid(
                 path,
                 &key("path"),
-                format!("\"{}\": write an absolute path such as \"/fs\"", m.path.display()),
+                format!(
+                    "\"{}\": write an absolute path such as \"/fs\"",
+                    m.path.display()
+                ),
             ));
         }
         if mounts.iter().any(|o| o.path == m.path) {
@@ -230,13 +237,22 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_the_fix() {
         let cases: &[(&str, &[&str])] = &[
-            ("[[juicefs.mount]]\npath = \"fs\"\n", &["juicefs.mount[0].path", "absolute"]),
+            (
+                "[[juicefs.mount]]\npath = \"fs\"\n",
+                &["juicefs.mount[0].path", "absolute"],
+            ),
             (
                 "[[juicefs.mount]]\npath = \"/fs\"\n[[juicefs.mount]]\npath = \"/fs\"\n",
                 &["juicefs.mount[1].path", "twice"],
             ),
-            ("[juicefs]\nmetrics_url = \"127.0.0.1:9567\"\n", &["juicefs.metrics_url", "http"]),
-            ("[juicefs]\ntimeout = \"20s\"\n", &["juicefs.timeout", "juicefs.interval"]),
+            (
+                "[juicefs]\nmetrics_url = \"127.0.0.1:9567\"\n",
+                &["juicefs.metrics_url", "http"],
+            ),
+            (
+                "[juicefs]\ntimeout = \"20s\"\n",
+                &["juicefs.timeout", "juicefs.interval"],
+            ),
             ("[juicefs]\ndiscovr = true\n", &["discovr"]),
         ];
         for (text, wanted) in cases {

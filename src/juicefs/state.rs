@@ -120,7 +120,10 @@ impl MountSample {
     /// endpoint).
     pub fn up(&self) -> bool {
         self.health == MountHealth::Answered
-            && matches!(self.source, Some(FigureSource::Stats | FigureSource::Metrics))
+            && matches!(
+                self.source,
+                Some(FigureSource::Stats | FigureSource::Metrics)
+            )
     }
 
     /// Bytes used: the client's `juicefs_used_space`, else statfs's size minus free.
@@ -173,7 +176,12 @@ impl MountSample {
                     let quota = self.statfs.as_ref().and_then(quota_bytes);
                     parts.push(match quota {
                         Some(q) if q > 0.0 => {
-                            format!("{} used of a {} quota ({:.0}%)", gib(b), gib(q), 100.0 * b / q)
+                            format!(
+                                "{} used of a {} quota ({:.0}%)",
+                                gib(b),
+                                gib(q),
+                                100.0 * b / q
+                            )
                         }
                         _ => format!("{} used, no quota", gib(b)),
                     });
@@ -185,7 +193,11 @@ impl MountSample {
                     Some(s @ (FigureSource::Stats | FigureSource::Metrics)) => {
                         parts.push(format!(
                             "figures from {}",
-                            if s == FigureSource::Stats { ".stats" } else { "the metrics endpoint" }
+                            if s == FigureSource::Stats {
+                                ".stats"
+                            } else {
+                                "the metrics endpoint"
+                            }
                         ));
                         (true, parts.join(", "))
                     }
@@ -271,8 +283,14 @@ mod tests {
     fn synthetic_capacity_is_no_quota() {
         let pib = (1u64 << 50) as f64;
         // Fresh volume: 1 PiB, 10 Mi free inodes.
-        assert_eq!(quota_bytes(&usage(pib, pib - 4096.0, 10.0 + 10_485_760.0, 10_485_760.0)), None);
-        assert_eq!(quota_inodes(&usage(pib, pib, 10.0 + 10_485_760.0, 10_485_760.0)), None);
+        assert_eq!(
+            quota_bytes(&usage(pib, pib - 4096.0, 10.0 + 10_485_760.0, 10_485_760.0)),
+            None
+        );
+        assert_eq!(
+            quota_inodes(&usage(pib, pib, 10.0 + 10_485_760.0, 10_485_760.0)),
+            None
+        );
         // Used past 80% of 1 PiB: JuiceFS doubles it.
         assert_eq!(quota_bytes(&usage(2.0 * pib, 1.1 * pib, 0.0, 0.0)), None);
         // Many inodes: 10 Mi doubled three times.
@@ -287,7 +305,10 @@ mod tests {
         assert_eq!(quota_bytes(&u), Some(tib));
         assert_eq!(quota_inodes(&u), Some(1_000_000.0));
         // A directory quota on a subdir mount: used + available, any number.
-        assert_eq!(quota_bytes(&usage(53_687_091_200.0, 1e9, 5.0, 3.0)), Some(53_687_091_200.0));
+        assert_eq!(
+            quota_bytes(&usage(53_687_091_200.0, 1e9, 5.0, 3.0)),
+            Some(53_687_091_200.0)
+        );
         assert_eq!(quota_bytes(&usage(0.0, 0.0, 0.0, 0.0)), None);
     }
 
@@ -298,12 +319,19 @@ mod tests {
             configured: true,
             bind_mounts: vec![],
             health,
-            statfs: Some(usage((1u64 << 50) as f64, (1u64 << 50) as f64 - 1e9, 10_485_770.0, 10_485_760.0)),
-            client: source.filter(|s| *s != FigureSource::Statfs).map(|_| ClientFigures {
-                used_bytes: Some(2.0 * (1u64 << 30) as f64),
-                used_inodes: Some(10.0),
-                ..Default::default()
-            }),
+            statfs: Some(usage(
+                (1u64 << 50) as f64,
+                (1u64 << 50) as f64 - 1e9,
+                10_485_770.0,
+                10_485_760.0,
+            )),
+            client: source
+                .filter(|s| *s != FigureSource::Statfs)
+                .map(|_| ClientFigures {
+                    used_bytes: Some(2.0 * (1u64 << 30) as f64),
+                    used_inodes: Some(10.0),
+                    ..Default::default()
+                }),
             source,
             client_error: None,
         }
@@ -326,13 +354,22 @@ mod tests {
             "[OK] juicefs /fs (vibe): 2.0 GiB used, no quota, 10 inodes, figures from .stats"
         );
         let stuck = sample(MountHealth::Stuck, None).check(2.0);
-        assert!(stuck.to_string().starts_with("[ERROR] juicefs /fs (vibe): stuck"), "{stuck}");
+        assert!(
+            stuck
+                .to_string()
+                .starts_with("[ERROR] juicefs /fs (vibe): stuck"),
+            "{stuck}"
+        );
         let missing = sample(MountHealth::NotMounted, None).check(2.0);
         assert!(missing.detail.contains("not mounted"), "{missing}");
         let mut no_figures = sample(MountHealth::Answered, Some(FigureSource::Statfs));
         no_figures.client_error = Some("connection refused".into());
         let c = no_figures.check(2.0);
         assert!(!c.ok);
-        assert!(c.detail.ends_with("client figures unavailable: connection refused"), "{c}");
+        assert!(
+            c.detail
+                .ends_with("client figures unavailable: connection refused"),
+            "{c}"
+        );
     }
 }
