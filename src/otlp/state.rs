@@ -236,7 +236,14 @@ pub struct Persisted {
     pub streams: Vec<(u64, StreamState)>,
     pub cost_today: CostToday,
     pub last_received: BTreeMap<Signal, f64>,
+    /// Hashes of the most recent events, so a batch re-sent across a restart is not
+    /// counted twice.
+    #[serde(default)]
+    pub recent_events: Vec<u64>,
 }
+
+/// Event hashes kept in the state file.
+pub const PERSISTED_EVENT_HASHES: usize = 8192;
 
 /// The model's telemetry section.
 #[derive(Debug, Clone, Default)]
@@ -318,6 +325,14 @@ impl TelemetryState {
             streams: self.streams.iter().map(|(k, v)| (*k, v.clone())).collect(),
             cost_today: self.cost_today.clone(),
             last_received: self.last_received.clone(),
+            recent_events: self
+                .event_order
+                .iter()
+                .rev()
+                .take(PERSISTED_EVENT_HASHES)
+                .rev()
+                .copied()
+                .collect(),
         }
     }
 
@@ -368,6 +383,11 @@ impl TelemetryState {
         }
         if self.cost_today.day.is_empty() || p.cost_today.day > self.cost_today.day {
             self.cost_today = p.cost_today;
+        }
+        for h in p.recent_events {
+            if self.event_seen.insert(h) {
+                self.event_order.push_back(h);
+            }
         }
         for (sig, t) in p.last_received {
             let e = self.last_received.entry(sig).or_insert(t);

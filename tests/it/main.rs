@@ -11,4 +11,5 @@ mod daemon;
 mod exposition;
 mod filesystem;
 mod jupyterlab;
+mod otlp;
 mod systemd;
