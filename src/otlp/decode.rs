@@ -176,4 +176,137 @@ mod tests {
         assert!(Format::from_content_type(Some("text/plain")).is_err());
         assert!(Format::from_content_type(None).is_err());
     }
+
+    mod fuzz {
+        use super::super::*;
+        use crate::otlp::convert::{self, LabelPolicy};
+        use proptest::prelude::*;
+
+        /// JSON values shaped like OTLP requests, with the odd kinds a client may send:
+        /// numbers as strings, enum names, wrong types, unknown keys.
+        fn scalar() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                "[a-zA-Z0-9_. -]{0,12}".prop_map(serde_json::Value::from),
+                prop_oneof![
+                    Just("NaN"),
+                    Just("-Infinity"),
+                    Just("AGGREGATION_TEMPORALITY_DELTA"),
+                    Just("AGGREGATION_TEMPORALITY_CUMULATIVE"),
+                    Just("18446744073709551615"),
+                    Just("-9223372036854775808"),
+                    Just("claude_code.api_request"),
+                ]
+                .prop_map(serde_json::Value::from),
+            ]
+        }
+
+        fn otlp_json() -> impl Strategy<Value = serde_json::Value> {
+            let keys = prop_oneof![
+                Just("resourceMetrics"),
+                Just("resourceLogs"),
+                Just("resourceSpans"),
+                Just("scopeMetrics"),
+                Just("scopeLogs"),
+                Just("metrics"),
+                Just("logRecords"),
+                Just("sum"),
+                Just("gauge"),
+                Just("histogram"),
+                Just("summary"),
+                Just("exponentialHistogram"),
+                Just("dataPoints"),
+                Just("attributes"),
+                Just("key"),
+                Just("value"),
+                Just("stringValue"),
+                Just("intValue"),
+                Just("doubleValue"),
+                Just("boolValue"),
+                Just("arrayValue"),
+                Just("kvlistValue"),
+                Just("values"),
+                Just("asInt"),
+                Just("asDouble"),
+                Just("timeUnixNano"),
+                Just("startTimeUnixNano"),
+                Just("aggregationTemporality"),
+                Just("isMonotonic"),
+                Just("bucketCounts"),
+                Just("explicitBounds"),
+                Just("count"),
+                Just("name"),
+                Just("unit"),
+                Just("body"),
+                Just("severityNumber"),
+                Just("resource"),
+                Just("x"),
+            ];
+            scalar().prop_recursive(6, 64, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(keys.clone(), inner, 0..5).prop_map(|m| {
+                        serde_json::Value::Object(
+                            m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                        )
+                    }),
+                ]
+            })
+        }
+
+        fn all_decoders(body: &[u8]) {
+            let policy = LabelPolicy::default();
+            for format in [Format::Json, Format::Protobuf] {
+                if let Ok(r) = metrics(body, format) {
+                    let _ = convert::metrics(&r, &policy);
+                }
+                if let Ok(r) = logs(body, format) {
+                    let _ = convert::logs(&r);
+                }
+                let _ = trace_spans(body, format);
+            }
+            let _ = decompress(body, Some("gzip"), 1 << 16);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                all_decoders(&body);
+            }
+
+            #[test]
+            fn otlp_shaped_json_never_panics(v in otlp_json()) {
+                all_decoders(&serde_json::to_vec(&v).unwrap());
+            }
+
+            #[test]
+            fn mutated_real_protobuf_never_panics(
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/otlp/proto-delta/run1");
+                let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap()
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "body"))
+                    .map(|p| std::fs::read(p).unwrap())
+                    .collect();
+                bodies.sort();
+                for mut body in bodies {
+                    for (i, b) in &flips {
+                        let i = i.index(body.len());
+                        body[i] = *b;
+                    }
+                    body.truncate(cut.index(body.len() + 1));
+                    all_decoders(&body);
+                }
+            }
+        }
+    }
 }
