@@ -11,9 +11,16 @@ use crate::exposition::Family;
 
 /// Appends the JuiceFS families to `out`.
 pub fn families(st: &JuicefsState, out: &mut Vec<MetricFamily>) {
-    if st.mounts.is_empty() {
+    if st.rounds == 0 {
         return;
     }
+    let mut rounds = Family::counter(
+        "vibe_juicefs_sampling_rounds_total",
+        "Rounds in which the agent visited every JuiceFS mount (a hung mount does not stop \
+         them).",
+    );
+    rounds.sample(&[], st.rounds as f64);
+    rounds.finish(out);
     let mut up = Family::gauge(
         "vibe_juicefs_up",
         "1 when the JuiceFS mount answered within the timeout and its client's figures were \

@@ -21,6 +21,8 @@ pub struct JuicefsState {
     pub mounts: BTreeMap<PathBuf, MountSample>,
     /// How long a mount had to answer in the latest round.
     pub timeout_seconds: f64,
+    /// Sampling rounds completed since the agent started.
+    pub rounds: u64,
 }
 
 /// One sampling round of every known mount.
@@ -255,6 +257,7 @@ pub fn apply(st: &mut Snapshot, round: JuicefsRound) {
             .map(|m| (m.mount.clone(), m))
             .collect(),
         timeout_seconds: round.timeout_seconds,
+        rounds: st.juicefs.rounds + 1,
     });
 }
 

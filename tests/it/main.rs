@@ -10,6 +10,8 @@ mod code_server;
 mod daemon;
 mod exposition;
 mod filesystem;
+mod juicefs;
+mod juicefs_fuse;
 mod jupyterlab;
 mod otlp;
 mod systemd;
