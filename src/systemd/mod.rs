@@ -106,15 +106,23 @@ impl SystemdSettings {
     }
 }
 
-/// Starts the source into `tasks` when there is something to watch.
+/// Starts the source into `tasks` when there is something to watch. When a reload leaves
+/// nothing to watch, the units of the previous configuration are dropped.
 pub fn spawn(
     settings: &Settings,
     sink: &crate::sink::UpdateSink,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    if let Some(cfg) = SystemdSettings::from_settings(settings) {
-        let sink = sink.clone();
-        tasks.spawn(async move { source::run(cfg, sink).await });
+    match SystemdSettings::from_settings(settings) {
+        Some(cfg) => {
+            let sink = sink.clone();
+            tasks.spawn(async move { source::run(cfg, sink).await });
+        }
+        None => {
+            sink.send(crate::model::Update::Systemd(UnitEvent::Watched(
+                Default::default(),
+            )));
+        }
     }
 }
 

@@ -49,7 +49,9 @@ fn event(e: UnitEvent) -> Update {
 /// Runs the source until the task is aborted.
 pub async fn run(cfg: SystemdSettings, sink: UpdateSink) {
     let mut backoff = BACKOFF_MIN;
-    let mut was_up = false;
+    // Warn when a session ends and on the first failed attempt; repeated failures while
+    // the bus stays away are debug, so a box without systemd does not fill the journal.
+    let mut quiet = false;
     loop {
         let mut watch = UnitWatch::new(&cfg, &sink);
         let err = match watch.session().await {
@@ -59,12 +61,12 @@ pub async fn run(cfg: SystemdSettings, sink: UpdateSink) {
         if watch.subscribed {
             backoff = BACKOFF_MIN;
         }
-        if watch.subscribed || !was_up {
+        if watch.subscribed || !quiet {
             tracing::warn!(error = %err, retry_in = ?backoff, "systemd source: disconnected");
         } else {
             tracing::debug!(error = %err, retry_in = ?backoff, "systemd source: still not connected");
         }
-        was_up = watch.subscribed;
+        quiet = true;
         sink.send(event(UnitEvent::Disconnected));
         sink.send(source(Err(err.to_string())));
         tokio::time::sleep(backoff).await;

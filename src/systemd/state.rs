@@ -189,7 +189,7 @@ impl UnitStatus {
     /// status 1)", "not found".
     pub fn describe(&self) -> String {
         if self.not_found() {
-            return "not found (no unit file of this name is loaded)".into();
+            return "not found (systemd has no unit file of this name)".into();
         }
         let mut s = format!("{} ({})", self.active_state.as_str(), self.sub_state);
         if self.active_state == ActiveState::Failed {
