@@ -147,6 +147,11 @@ fn run(config: Option<&Path>) -> ExitCode {
 
 async fn serve(settings: Settings, path: PathBuf, required: bool) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Signal handlers exist before READY=1 is sent, so a reload right after start is a
+    // reload, not the default action of SIGHUP (which ends the process).
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let listeners = Listeners::bind(&settings).await?;
     let agent = daemon::start(settings, listeners)?;
     tracing::info!(
@@ -155,9 +160,6 @@ async fn serve(settings: Settings, path: PathBuf, required: bool) -> anyhow::Res
         version = env!("CARGO_PKG_VERSION"),
         "vibe-agent started"
     );
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => match Settings::load(&path, required) {
