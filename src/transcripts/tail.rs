@@ -49,6 +49,9 @@ const PREFIX_BYTES: usize = 1024;
 /// How often time-dependent figures (active sessions, blocks) are republished when idle, and
 /// how often a long backfill publishes its progress.
 const PUBLISH_TICK: Duration = Duration::from_secs(1);
+/// notify emits a new directory's event before its watch lands: files written in between
+/// are found by scanning the directory (and re-evaluating the homes) again after these delays.
+const RESCAN_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(2)];
 /// How long stopping the source waits for the tailer's final save.
 const STOP_WAIT: Duration = Duration::from_secs(3);
 
@@ -104,6 +107,8 @@ pub struct TranscriptTail {
     changed: bool,
     unsaved: bool,
     rediscover: bool,
+    /// Directories to scan again (None: re-evaluate the homes), and when.
+    rescans: Vec<(Instant, Option<PathBuf>)>,
     last_publish: Instant,
     _lock: Option<File>,
 }
@@ -126,6 +131,7 @@ impl TranscriptTail {
             changed: false,
             unsaved: false,
             rediscover: false,
+            rescans: Vec::new(),
             last_publish: Instant::now(),
             _lock: None,
         }
@@ -253,8 +259,10 @@ impl TranscriptTail {
                     continue;
                 }
                 self.watch(&home, RecursiveMode::NonRecursive);
-                if !self.homes.contains_key(&home) {
-                    let user = owner_name(&home);
+                // The owner is read again each time: a home made by root and then given to
+                // its user (useradd, chown) takes the user's name from then on.
+                let user = owner_name(&home);
+                if self.homes.get(&home) != Some(&user) {
                     tracing::info!(home = %home.display(), %user, "watching Claude transcripts");
                     self.homes.insert(home.clone(), user);
                 }
@@ -549,6 +557,11 @@ impl TranscriptTail {
     // ---------------------------------------------------------------------------------
 
     fn on_event(&mut self, ev: notify::Event) {
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            // Opens and closes, our own reads and scans included: reacting to them would
+            // feed back into more of them. Data arrives as Modify events.
+            return;
+        }
         if ev.need_rescan() {
             self.stats.watch_errors += 1;
             self.reconcile();
@@ -556,8 +569,9 @@ impl TranscriptTail {
         }
         for path in ev.paths {
             if self.user_of(&path).is_none() {
-                // A home's ancestor, a home, or a `projects` directory being created.
+                // A home's ancestor or a home changed.
                 self.rediscover = true;
+                self.schedule_rescan(None);
                 continue;
             }
             if path.extension().is_some_and(|e| e == "jsonl") {
@@ -567,7 +581,16 @@ impl TranscriptTail {
                     self.forget_paths(&[path]);
                 }
             } else if path.is_dir() {
-                self.scan_dir(&path);
+                if self.homes.keys().any(|h| {
+                    let projects = h.join("projects");
+                    path.starts_with(&projects) && !self.watched.contains(&projects)
+                }) {
+                    // `projects` itself appeared: discovery watches it recursively and scans.
+                    self.rediscover = true;
+                } else {
+                    self.scan_dir(&path);
+                }
+                self.schedule_rescan(Some(path));
             } else if !path.exists() {
                 let under: Vec<PathBuf> = self
                     .files
@@ -577,6 +600,35 @@ impl TranscriptTail {
                     .collect();
                 self.forget_paths(&under);
                 self.watched.remove(&path);
+            }
+        }
+    }
+
+    fn schedule_rescan(&mut self, dir: Option<PathBuf>) {
+        let now = Instant::now();
+        for d in RESCAN_DELAYS {
+            let at = now + d;
+            if !self
+                .rescans
+                .iter()
+                .any(|(t, p)| *p == dir && *t >= at - d / 2)
+            {
+                self.rescans.push((at, dir.clone()));
+            }
+        }
+    }
+
+    fn run_due_rescans(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescans)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.rescans = later;
+        for (_, dir) in due {
+            match dir {
+                Some(d) if d.is_dir() => self.scan_dir(&d),
+                Some(_) => {}
+                None => self.discover(),
             }
         }
     }
@@ -593,7 +645,10 @@ impl TranscriptTail {
         loop {
             let now = Instant::now();
             let next_tick = self.last_publish + PUBLISH_TICK;
-            let wake = next_reconcile.min(next_save).min(next_tick);
+            let mut wake = next_reconcile.min(next_save).min(next_tick);
+            if let Some(t) = self.rescans.iter().map(|(t, _)| *t).min() {
+                wake = wake.min(t);
+            }
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Msg::Fs(first)) => {
                     let mut batch = vec![first];
@@ -626,6 +681,10 @@ impl TranscriptTail {
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.run_due_rescans();
+            if self.changed {
+                self.publish();
             }
             let now = Instant::now();
             if now >= next_reconcile {

@@ -15,3 +15,4 @@ mod juicefs_fuse;
 mod jupyterlab;
 mod otlp;
 mod systemd;
+mod transcripts;
