@@ -684,9 +684,18 @@ def services():
         "stat",
         "JuiceFS client uptime",
         [(f"vibe_juicefs_client_uptime_seconds{sel()}", "{{mount}}")],
-        w=8,
+        w=4,
         unit="s",
         options={"graphMode": "none"},
+    )
+    b.panel(
+        "stat",
+        "Mount sampling",
+        [(f"rate(vibe_juicefs_sampling_rounds_total{sel()}[$__rate_interval]) * 60", "{{ins}}")],
+        w=4,
+        unit="short",
+        desc="Rounds per minute in which the agent visited every JuiceFS mount; keeps going while a mount hangs.",
+        options={"graphMode": "area"},
     )
 
     b.row("Host")

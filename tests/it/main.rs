@@ -14,5 +14,6 @@ mod juicefs;
 mod juicefs_fuse;
 mod jupyterlab;
 mod otlp;
+mod rules;
 mod systemd;
 mod transcripts;
