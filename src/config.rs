@@ -331,7 +331,16 @@ impl Settings {
             path: path.to_owned(),
             message: parse_message(&e, text),
         })?;
-        validate(file, path)
+        validate(file, path).map_err(|e| match e {
+            ConfigError::Invalid { path, key, message } => {
+                let key = match locate_key(text, &key) {
+                    Some((line, col)) => format!("line {line}, column {col}: {key}"),
+                    None => key,
+                };
+                ConfigError::Invalid { path, key, message }
+            }
+            other => other,
+        })
     }
 
     /// The service with this name, if configured.
@@ -385,6 +394,42 @@ fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> C
     ConfigError::Invalid {
         path: path.to_owned(),
         key: key.into(),
+/// Line and column (1-based) of the value of `key` in the file, for keys as validation
+/// names them: `listen.metrics`, `host.paths`, `service[1] (jupyter).kind`. `None` when the
+/// key is not in the file (a default was wrong, or the text does not parse as TOML).
+fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut item = doc.as_item();
+    let mut span = None;
+    // Drop parentheticals such as " (jupyter)", then walk `name` and `name[i]` segments.
+    let mut plain = String::new();
+    let mut depth = 0;
+    for c in key.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 && c != ' ' => plain.push(c),
+            _ => {}
+        }
+    }
+    for segment in plain.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        item = item.get(name)?;
+        if let Some(i) = index {
+            item = item.get(i)?;
+        }
+        span = item.span().or(span);
+    }
+    let start = span?.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, col))
+}
+
         message: message.into(),
     }
 }
@@ -717,15 +762,18 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("[listn]\nmetrics = \"x\"\n", &["line 1", "listn", "did you mean \"listen\""]),
             ("[listen]\nmetrics = 9820\n", &["line 2", "column 11", "string"]),
-            ("[listen]\nmetrics = \"localhost\"\n", &["listen.metrics", "IP:PORT"]),
+            (
+                "[listen]\nmetrics = \"localhost\"\n",
+                &["line 2, column 11: listen.metrics", "IP:PORT"],
+            ),
             ("[agent]\nlog_level = \"info,[{bad\"\n", &["agent.log_level"]),
             (
                 "[[service]]\nname = \"a\"\nkind = \"nginx\"\n",
-                &["service[0] (a).kind", "\"jupyter\""],
+                &["line 3, column 8: service[0] (a).kind", "\"jupyter\""],
             ),
             (
                 "[[service]]\nname = \"a\"\n[[service]]\nname = \"a\"\n",
-                &["service[1] (a).name", "unique"],
+                &["line 4, column 8: service[1] (a).name", "unique"],
             ),
             (
                 "[[service]]\nname = \"a\"\ninterval = \"soon\"\n",
@@ -743,7 +791,10 @@ mod tests {
                 "[[service]]\nname = \"a\"\ntoken = \"x\"\ntoken_env = \"Y\"\n",
                 &["only one of token"],
             ),
-            ("[host]\npaths = [\"data\"]\n", &["host.paths", "absolute"]),
+            (
+                "[host]\npaths = [\"data\"]\n",
+                &["line 2, column 9: host.paths", "absolute"],
+            ),
             ("[[service]]\nname = \"a\"\nprot = 1\n", &["line 3", "did you mean \"port\""]),
             ("[listen\n", &["line 1"]),
         ];
