@@ -15,7 +15,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -301,6 +300,24 @@ fn main() {
             .expect("start victoria-metrics");
         let p = Peer { child };
         wait_port(port);
+        let probe = rt.block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics"))
+                .header("content-type", "application/x-protobuf")
+                .body(claude_body())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+        if probe.as_ref().map_or(true, |s| !(200..300).contains(s)) {
+            println!(
+                "peer victoria-metrics does not accept OTLP here ({probe:?}; OTLP ingestion needs v1.92+): no HTTP ratio"
+            );
+            return;
+        }
         let line = rt.block_on(flood(
             format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics"),
             claude_body(),

@@ -1037,4 +1037,49 @@ mod tests {
         assert_eq!(back.families, st.families);
         assert_eq!(back.stream_count(), st.stream_count());
     }
+
+    #[test]
+    fn cost_today_rolls_over_at_local_midnight_and_sessions_expire() {
+        let mut st = TelemetryState::default();
+        st.apply(TelemetryUpdate::Configure(Box::new(Limits {
+            zone: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
+            active_window_secs: 300.0,
+            ..Limits::default()
+        })));
+        // 2026-01-01 22:30 UTC is 23:30 in Paris; 23:30 UTC is 00:30 the next day there.
+        let t1 = 1_767_306_600u64;
+        let t2 = t1 + 3600;
+        let p = |stream, t: u64, v| sum(stream, Temporality::Delta, (t - 1) * S, t * S, v);
+        fn r(st: &mut TelemetryState, points: Vec<Point>, at: f64, sessions: Vec<u64>) {
+            let TelemetryUpdate::Receipt(mut rc) = receipt(points, at) else {
+                unreachable!()
+            };
+            if let Payload::Metrics(b) = &mut rc.payload {
+                b.sessions = sessions;
+            }
+            st.apply(TelemetryUpdate::Receipt(rc));
+        }
+        r(&mut st, vec![p(1, t1, 2.0)], t1 as f64, vec![11, 12]);
+        assert_eq!(st.cost_today.day, "2026-01-01");
+        assert_eq!(st.cost_today.usd, 2.0);
+        assert_eq!(st.active_sessions, 2);
+        r(&mut st, vec![p(1, t2, 0.5)], t2 as f64, vec![12]);
+        assert_eq!(st.cost_today.day, "2026-01-02");
+        assert_eq!(st.cost_today.usd, 0.5);
+        assert_eq!(total(&st), 2.5, "the counter itself never resets");
+        st.apply(TelemetryUpdate::Tick {
+            now: t2 as f64 + 60.0,
+            forward: None,
+        });
+        assert_eq!(st.active_sessions, 1, "session 11 was idle for an hour");
+        st.apply(TelemetryUpdate::Tick {
+            now: t2 as f64 + 86_400.0,
+            forward: None,
+        });
+        assert_eq!(st.active_sessions, 0);
+        assert_eq!(
+            (st.cost_today.day.as_str(), st.cost_today.usd),
+            ("2026-01-03", 0.0)
+        );
+    }
 }
