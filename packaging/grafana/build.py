@@ -823,7 +823,7 @@ def services():
     )
     b.panel(
         "timeseries",
-        "Agent memory and CPU",
+        "Agent memory",
         [
             (f'process_resident_memory_bytes{AGENT}', "{{ins}} RSS"),
         ],
