@@ -19,6 +19,16 @@
 //! would flood the model's bounded queue (and drop updates), while a snapshot is idempotent:
 //! a dropped one is repaired by the next; (3) the model task stays cheap: it swaps an `Arc`.
 //!
+//! Agreement with ccusage 20.0.24 (tests/it/transcripts.rs checks tokens per day and model
+//! exactly, cost to 1e-9): same validity rules, same prices (`--offline`), costUSD used when
+//! written (ccusage's default "auto" mode). Known differences, none of which occur in Claude
+//! Code's own files or the generated corpus: web-search requests are priced ($10 per 1000;
+//! ccusage prices them at 0); any JSON spacing is parsed (ccusage only looks at lines holding
+//! the exact bytes `"usage":{`); a `null` field counts as absent (ccusage drops such lines);
+//! the dedupe key is `message.id` + `requestId` across all files, where later ccusage
+//! versions also scope it by session. Cost rounding: both add one f64 per response, in a
+//! different order, so totals differ in the last bits only (relative 1e-15 on the corpus).
+//!
 //! Never copies content: labels are user names (home owners), model ids and tool names; no
 //! prompt, response, command or file content reaches a metric or a log line.
 
