@@ -27,7 +27,7 @@
 //! the exact bytes `"usage":{`); a `null` field counts as absent (ccusage drops such lines);
 //! the dedupe key is `message.id` + `requestId` across all files, where later ccusage
 //! versions also scope it by session. Cost rounding: both add one f64 per response, in a
-//! different order, so totals differ in the last bits only (relative 1e-15 on the corpus).
+//! different order, so totals differ in the last bits only (the test allows 1e-9 relative).
 //!
 //! Never copies content: labels are user names (home owners), model ids and tool names; no
 //! prompt, response, command or file content reaches a metric or a log line.
