@@ -117,10 +117,6 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     agent_families(s, &mut out);
     service_families(s, &mut out);
     host_families(s, &mut out);
-    if let Some(t) = &s.claude_transcripts {
-        crate::transcripts::metrics::families(t, &mut out);
-    }
-    crate::otlp::families::families(&s.claude_telemetry, &mut out);
     crate::juicefs::expose::families(&s.juicefs, &mut out);
     crate::otlp::families::families(&s.claude_telemetry, &mut out);
     if let Some(t) = &s.claude_transcripts {
