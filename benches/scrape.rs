@@ -130,6 +130,13 @@ impl Latency {
     }
 }
 
+/// The first three fields of /proc/loadavg, to show how busy the machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -246,6 +253,7 @@ fn main() {
     let idle = Duration::from_secs(env_num("BENCH_IDLE_SECS", 60));
     let rss_at = Duration::from_secs(env_num("BENCH_RSS_SECS", 20)).min(idle);
 
+    let load_before = loadavg();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut agent = start_agent(dir.path());
     let mut node = start_node_exporter(dir.path());
@@ -290,7 +298,7 @@ fn main() {
 
     let mut out = String::new();
     let row = |out: &mut String, what: &str, a: String, n: String, ratio: String| {
-        let _ = writeln!(out, "| {what:<34} | {a:>12} | {n:>13} | {ratio:>16} |");
+        let _ = writeln!(out, "| {what:<38} | {a:>12} | {n:>13} | {ratio:>11} |");
     };
     let _ = writeln!(
         out,
@@ -300,10 +308,10 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "| {:<34} | {:>12} | {:>13} | {:>16} |",
+        "| {:<38} | {:>12} | {:>13} | {:>11} |",
         "figure", "vibe-agent", "node_exporter", "node / vibe"
     );
-    let _ = writeln!(out, "|{:-<36}|{:->14}|{:->15}|{:->18}|", "", "", "", "");
+    let _ = writeln!(out, "|{:-<40}|{:->14}|{:->15}|{:->13}|", "", "", "", "");
     for (e, enc) in ["plain", "gzip"].iter().enumerate() {
         let (a, n) = (&lat[0][e], &lat[1][e]);
         for (q, qname) in [(0.5, "median"), (0.9, "p90"), (0.99, "p99")] {
@@ -373,6 +381,11 @@ fn main() {
         threads[0].to_string(),
         threads[1].to_string(),
         String::new(),
+    );
+    let _ = writeln!(
+        out,
+        "\nMachine load average (1 5 15 min): {load_before} at start, {} at end.",
+        loadavg()
     );
     let tick_pct = 100.0 / procfs::ticks_per_second() as f64 / wall;
     let _ = writeln!(
