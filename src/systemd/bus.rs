@@ -22,6 +22,11 @@ pub const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 /// Object paths of units live under this prefix.
 pub const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
 
+/// Calls in flight on the connection at most. The system bus refuses more than
+/// `max_replies_per_connection` pending calls (128 in Debian's system.conf) with
+/// `LimitsExceeded`; a resync or poll of many units waits for a slot instead.
+const MAX_PENDING_CALLS: usize = 32;
+
 /// Signals queued per match rule before the bus connection waits for the source to read
 /// them (a `daemon-reload` announces every unit at once).
 const SIGNAL_QUEUE: usize = 4096;
@@ -202,6 +207,7 @@ pub fn systemd_left(msg: &Message) -> bool {
 pub struct Systemd {
     conn: Connection,
     bus: BusAddress,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Systemd {
@@ -229,6 +235,7 @@ impl Systemd {
         Ok(Self {
             conn,
             bus: bus.clone(),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS)),
         })
     }
 
@@ -246,6 +253,11 @@ impl Systemd {
     where
         B: serde::Serialize + zbus::DynamicType,
     {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         self.conn
             .call_method(Some(SYSTEMD), path, Some(iface), method, body)
             .await
@@ -293,6 +305,50 @@ impl Systemd {
                 source: e,
             })?;
         Ok(units.into_iter().map(|u| u.0).collect())
+    }
+
+    /// Names of the unit files on disk matching the patterns (enabled or not, loaded or
+    /// not), templates left out: a stopped unit that systemd unloaded is still watched.
+    pub async fn list_unit_files_by_patterns(
+        &self,
+        patterns: &[String],
+    ) -> Result<Vec<String>, SystemdError> {
+        let states: &[&str] = &[];
+        let reply = self
+            .call(
+                MANAGER_PATH,
+                MANAGER_IFACE,
+                "ListUnitFilesByPatterns",
+                &(states, patterns),
+            )
+            .await?;
+        let files: Vec<(String, String)> =
+            reply
+                .body()
+                .deserialize()
+                .map_err(|e| SystemdError::Reply {
+                    what: "ListUnitFilesByPatterns".into(),
+                    source: e,
+                })?;
+        Ok(files
+            .into_iter()
+            .filter_map(|(path, _state)| {
+                let name = path.rsplit('/').next()?.to_string();
+                (!name.contains("@.")).then_some(name)
+            })
+            .collect())
+    }
+
+    /// Loaded units and unit files matching the patterns.
+    pub async fn matching_units(&self, patterns: &[String]) -> Result<Vec<String>, SystemdError> {
+        let (mut loaded, files) = futures_util::try_join!(
+            self.list_units_by_patterns(patterns),
+            self.list_unit_files_by_patterns(patterns)
+        )?;
+        loaded.extend(files);
+        loaded.sort();
+        loaded.dedup();
+        Ok(loaded)
     }
 
     /// The followed properties of one interface of a unit, with the reply's position.

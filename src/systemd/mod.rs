@@ -2,8 +2,11 @@
 //! long-lived D-Bus connection to systemd (zbus).
 //!
 //! Units watched: each configured service's unit, the names in `[systemd] units`, and the
-//! loaded units matching its patterns (default `juicefs-*.service`, via
-//! `ListUnitsByPatterns`, listed again when units appear or disappear and at each resync).
+//! units matching its patterns (default `juicefs-*.service`): loaded ones
+//! (`ListUnitsByPatterns`) and unit files on disk (`ListUnitFilesByPatterns`), listed again
+//! when units appear or disappear, after a daemon-reload and at each resync. A stopped
+//! unit that systemd unloads stays watched (inactive) while its file exists; a unit whose
+//! file is removed leaves `/metrics`.
 //! After `Manager.Subscribe()`, systemd's `PropertiesChanged` signals drive the updates
 //! (a change reaches the model as soon as systemd announces it); a slow resync reads every
 //! watched unit again to catch a missed signal; `MemoryCurrent`, `CPUUsageNSec` and

@@ -182,7 +182,7 @@ impl<'a> UnitWatch<'a> {
             let result = if patterns.is_empty() {
                 Ok(Vec::new())
             } else {
-                sd.list_units_by_patterns(&patterns).await
+                sd.matching_units(&patterns).await
             };
             Reply::Listed { full, result }
         }));
@@ -305,13 +305,11 @@ impl<'a> UnitWatch<'a> {
                 }
             }
             ManagerSignal::UnitRemoved(unit) => {
-                // A configured name stays watched (systemd unloads inactive units nobody
-                // needs; they read as inactive again on the next resync). A pattern match
-                // that is unloaded leaves.
+                // systemd unloads inactive units nobody needs: a configured name stays
+                // watched, a pattern match stays while its unit file exists (listed again
+                // to find out), so a stopped unit reads inactive instead of vanishing.
                 if self.watched.contains(&unit) && !self.cfg.names.contains(&unit) {
-                    let mut w = self.watched.clone();
-                    w.remove(&unit);
-                    self.set_watched(w);
+                    self.relist_at = Some(Instant::now() + RELIST_DELAY);
                 }
             }
             ManagerSignal::Reloaded => self.list(sd, true),
@@ -384,7 +382,7 @@ pub async fn read_once(cfg: &SystemdSettings) -> Vec<Update> {
         let sd = Systemd::connect(&cfg.bus, cfg.call_timeout).await?;
         let mut watched: BTreeSet<String> = cfg.names.iter().cloned().collect();
         if !cfg.patterns.is_empty() {
-            watched.extend(sd.list_units_by_patterns(&cfg.patterns).await?);
+            watched.extend(sd.matching_units(&cfg.patterns).await?);
         }
         let mut out = vec![
             event(UnitEvent::Connected),

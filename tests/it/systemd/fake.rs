@@ -363,6 +363,19 @@ async fn serve(conn: &Connection, state: &Mutex<FakeState>, msg: Message) {
                 .collect();
             conn.reply(&header, &listed).await
         }
+        "ListUnitFilesByPatterns" => {
+            let (_states, patterns): (Vec<String>, Vec<String>) =
+                body.deserialize().expect("ListUnitFilesByPatterns(as, as)");
+            let files: Vec<(String, String)> = state
+                .lock()
+                .unwrap()
+                .units
+                .keys()
+                .filter(|n| patterns.iter().any(|p| glob(p, n)))
+                .map(|n| (format!("/etc/systemd/system/{n}"), "enabled".to_string()))
+                .collect();
+            conn.reply(&header, &files).await
+        }
         "GetAll" | "Get" => {
             let unit = unit_of_path(&path).unwrap_or_default();
             let props = {
