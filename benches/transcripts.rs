@@ -48,8 +48,16 @@ fn tail_settings(home: &Path, state: &Path) -> TailSettings {
 fn scan_child(corpus: &Path) {
     let state = std::env::temp_dir().join(format!("vibe-bench-state-{}", std::process::id()));
     let mut tail = TranscriptTail::new(tail_settings(corpus, &state));
+    let t0 = Instant::now();
     tail.reconcile();
+    let t1 = Instant::now();
     tail.save().expect("save state");
+    eprintln!(
+        "scan {:.3} s, save {:.3} s ({} bytes)",
+        (t1 - t0).as_secs_f64(),
+        t1.elapsed().as_secs_f64(),
+        std::fs::metadata(state.join("claude-transcripts.json")).map_or(0, |m| m.len())
+    );
     let mut t = [0u64; 4];
     for u in tail.ledger().users().values() {
         for m in u.models.values() {
@@ -204,11 +212,18 @@ fn append_latency(home: &Path) -> (f64, f64, f64) {
                     .sum()
             })
         };
-        // Backfill done: the tailer has published once and read the whole history.
+        // Backfill done: the tailer has published once and read the whole history, and its
+        // first save is on disk.
         agent
             .wait_for(Duration::from_secs(600), |s| s.claude_transcripts.is_some())
             .await
             .expect("backfill");
+        let saved = state.path().join("claude-transcripts.json");
+        let t = Instant::now();
+        while !saved.exists() {
+            assert!(t.elapsed() < Duration::from_secs(600), "no first save");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let file = home.join("projects/bench-append/session.jsonl");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         let mut f = std::fs::File::create(&file).unwrap();

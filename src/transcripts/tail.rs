@@ -190,15 +190,21 @@ impl TranscriptTail {
 
     /// Saves offsets, keys and totals atomically.
     pub fn save(&mut self) -> Result<(), TranscriptError> {
-        let s = SavedState {
+        let s = self.saved_state();
+        state::save(&state::path_in(&self.settings.state_dir), &s)?;
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// A consistent copy of offsets, keys and totals (taken between two lines, never in
+    /// the middle of a file's read).
+    fn saved_state(&self) -> SavedState {
+        SavedState {
             version: state::VERSION,
             next_file_id: self.next_file_id,
             files: self.files.values().cloned().collect(),
             ledger: self.ledger.export(),
-        };
-        state::save(&state::path_in(&self.settings.state_dir), &s)?;
-        self.unsaved = false;
-        Ok(())
+        }
     }
 
     /// The figures to publish, as of `now`.
@@ -638,7 +644,9 @@ impl TranscriptTail {
     pub fn run(mut self, rx: Receiver<Msg>) {
         self.reconcile();
         self.publish();
-        self.save_and_report();
+        let (writer, writer_thread) =
+            spawn_writer(state::path_in(&self.settings.state_dir), self.sink.clone());
+        self.save_in_background(&writer);
         let now = Instant::now();
         let mut next_reconcile = now + self.settings.reconcile_interval;
         let mut next_save = now + self.settings.save_interval;
@@ -699,7 +707,7 @@ impl TranscriptTail {
             }
             if now >= next_save {
                 if self.unsaved {
-                    self.save_and_report();
+                    self.save_in_background(&writer);
                 }
                 next_save = now + self.settings.save_interval;
             }
@@ -707,22 +715,61 @@ impl TranscriptTail {
                 self.publish();
             }
         }
-        self.save_and_report();
+        // The last save goes through the writer too, so it lands after the earlier ones.
+        self.save_in_background(&writer);
+        drop(writer);
+        let _ = writer_thread.join();
         self.publish();
     }
 
     fn save_and_report(&mut self) {
         let result = self.save().map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "transcript state not saved");
-        }
-        if let Some(sink) = &self.sink {
-            sink.send(Update::Source {
-                source: SOURCE,
-                result,
-            });
+        report_save(self.sink.as_ref(), result);
+    }
+
+    /// Hands a copy of the state to `writer`: serializing and fsyncing a large history
+    /// (tens of milliseconds for 1 GB of transcripts) then never delays reading new lines.
+    fn save_in_background(&mut self, writer: &Sender<SavedState>) {
+        if writer.send(self.saved_state()).is_ok() {
+            self.unsaved = false;
+        } else {
+            self.save_and_report();
         }
     }
+}
+
+fn report_save(sink: Option<&UpdateSink>, result: Result<(), String>) {
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "transcript state not saved");
+    }
+    if let Some(sink) = sink {
+        sink.send(Update::Source {
+            source: SOURCE,
+            result,
+        });
+    }
+}
+
+/// The state writer: saves the copies it receives, in order; skips to the newest when it
+/// falls behind. Ends when the sender is dropped.
+fn spawn_writer(
+    path: PathBuf,
+    sink: Option<UpdateSink>,
+) -> (Sender<SavedState>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = channel::<SavedState>();
+    let handle = std::thread::Builder::new()
+        .name("vibe-tx-save".into())
+        .spawn(move || {
+            while let Ok(mut s) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    s = newer;
+                }
+                let result = state::save(&path, &s).map_err(|e| e.to_string());
+                report_save(sink.as_ref(), result);
+            }
+        })
+        .expect("spawn the transcript state writer");
+    (tx, handle)
 }
 
 fn read_prefix(file: &File, buf: &mut [u8]) -> usize {
