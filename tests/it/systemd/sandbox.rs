@@ -354,6 +354,16 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
     })
     .await;
 
+    // Stopped and disabled: systemd unloads it, the agent keeps it as inactive.
+    let t = Instant::now();
+    sb.systemctl(&["disable", "--now", "juicefs-b.service"]);
+    latencies.push(
+        await_change(&m, t, "disable --now juicefs-b", CHANGE_DEADLINE, |e| {
+            e.is(&state("juicefs-b.service", "inactive"), 1.0)
+        })
+        .await,
+    );
+
     let t = Instant::now();
     let _ = sb.exec(&["systemctl", "start", "juicefs-broken.service"]); // fails, as meant
     latencies.push(
@@ -405,6 +415,25 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
         })
         .await,
     );
+
+    // Its unit file removed: it leaves /metrics.
+    assert!(
+        m.scrape()
+            .await
+            .is(&state("juicefs-b.service", "inactive"), 1.0),
+        "an unloaded unit with a unit file stays watched"
+    );
+    std::fs::remove_file(sb.dir.path().join("etc-systemd-system/juicefs-b.service")).unwrap();
+    let t = Instant::now();
+    sb.systemctl(&["daemon-reload"]);
+    await_change(
+        &m,
+        t,
+        "juicefs-b's unit file removed",
+        CHANGE_DEADLINE,
+        |e| e.value(&state("juicefs-b.service", "inactive")).is_none(),
+    )
+    .await;
 
     let e = m.scrape().await;
     assert!(
