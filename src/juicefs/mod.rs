@@ -7,9 +7,9 @@
 //! uninterruptible sleep, so nothing here touches a mount from an async task: the worker's
 //! single-flight turns a hung mount into one blocked thread and a `Stuck` sample every round,
 //! the rest of the agent never waits on it, and the next call after the mount comes back
-//! succeeds by itself. When `.stats` gives nothing, the client's metrics endpoint (HTTP,
-//! bounded by the same timeout) is asked instead; [`state::FigureSource`] says which was
-//! used.
+//! succeeds by itself. When the mount answers but `.stats` gives nothing, the client's
+//! metrics endpoint (HTTP, bounded by the same timeout) is asked instead;
+//! [`state::FigureSource`] says which was used.
 //!
 //! Parsers ([`mountinfo`], [`figures`]) and the model side ([`state`]) are pure; this module
 //! is the adapter that owns the files, the worker threads and the HTTP client. It must not
@@ -287,9 +287,10 @@ impl JuicefsSampler {
                     }
                 }
             }
-            if sample.client.is_none() {
-                // `.stats` gave nothing (or the mount hangs): ask the client over HTTP,
-                // which costs no thread and tells a live client from a dead one.
+            if let Some(stats_error) = stats_error {
+                // The mount answers but `.stats` gave nothing (an old or unusual client):
+                // ask the client over HTTP. Not for a stuck or failed mount: it is down
+                // either way, and a stuck mount must cost nothing per round.
                 match fetch_endpoint(http, &t.metrics_url, &t.mount, timeout).await {
                     Ok(f) => {
                         if sample.volume.is_empty() {
@@ -299,13 +300,8 @@ impl JuicefsSampler {
                         sample.source = Some(FigureSource::Metrics);
                     }
                     Err(e) => {
-                        sample.client_error = Some(match stats_error {
-                            Some(s) => format!("{s}; {e}"),
-                            None => e,
-                        });
-                        if sample.statfs.is_some() {
-                            sample.source = Some(FigureSource::Statfs);
-                        }
+                        sample.client_error = Some(format!("{stats_error}; {e}"));
+                        sample.source = Some(FigureSource::Statfs);
                     }
                 }
             }
