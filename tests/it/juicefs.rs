@@ -285,6 +285,39 @@ async fn hung_mount_is_stuck_but_blocks_nothing_and_recovers() {
         );
     }
     assert_eq!(threads(agent.pid, "vibe-juicefs").1, 1);
+
+    // A mount whose client is gone answers ENOTCONN: down, but not stuck.
+    if mount.is_fuse() {
+        mount.fail_statfs(Some(fuser::Errno::ENOTCONN));
+        let dead = scrape
+            .wait_for("the mount down, not stuck", |e| {
+                e.value(&sel("vibe_juicefs_up", &m)) == Some(0.0)
+                    && e.value(&sel("vibe_juicefs_stuck", &m)) == Some(0.0)
+            })
+            .await;
+        assert_eq!(dead.value(&sel("vibe_juicefs_mounted", &m)), Some(1.0));
+        assert_eq!(
+            dead.value(&format!("vibe_filesystem_stuck{{path={mount_label}}}")),
+            Some(0.0)
+        );
+        let printed: agent_process::Printed =
+            agent_process::run_with_config(&config, &["check"]).into();
+        let line = format!("[ERROR] juicefs {} (testvol): statvfs ", m.display());
+        assert!(printed.stdout.contains(&line), "no {line:?} in\n{printed}");
+        assert!(
+            printed
+                .stdout
+                .contains("Transport endpoint is not connected")
+                && printed.stdout.contains("restart its juicefs-*.service"),
+            "{printed}"
+        );
+        mount.fail_statfs(None);
+        scrape
+            .wait_for("the mount up again", |e| {
+                e.value(&sel("vibe_juicefs_up", &m)) == Some(1.0)
+            })
+            .await;
+    }
 }
 
 fn mountinfo_line(id: u32, dev: u32, mount: &Path, volume: &str) -> String {

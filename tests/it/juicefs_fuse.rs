@@ -62,6 +62,8 @@ struct Shared {
     statfs: Mutex<Statfs>,
     hung: Mutex<bool>,
     resumed: Condvar,
+    /// statfs answers with this error (as a dead client's mount does: ENOTCONN).
+    statfs_error: Mutex<Option<Errno>>,
 }
 
 impl Shared {
@@ -186,6 +188,9 @@ impl Filesystem for FakeJuicefs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.0.gate();
+        if let Some(e) = *self.0.statfs_error.lock().unwrap() {
+            return reply.error(e);
+        }
         let s = *self.0.statfs.lock().unwrap();
         let blocks = s.total_bytes / 4096;
         let avail = s.avail_bytes / 4096;
@@ -243,6 +248,7 @@ impl HangableMount {
             statfs: Mutex::new(statfs),
             hung: Mutex::new(false),
             resumed: Condvar::new(),
+            statfs_error: Mutex::new(None),
         });
         let backing = match fuse_available() {
             Ok(()) => {
@@ -316,6 +322,11 @@ impl HangableMount {
 
     pub fn set_statfs(&self, s: Statfs) {
         *self.shared.statfs.lock().unwrap() = s;
+    }
+
+    /// Makes statfs fail with `e` (`None`: answer again). FUSE mounts only.
+    pub fn fail_statfs(&self, e: Option<Errno>) {
+        *self.shared.statfs_error.lock().unwrap() = e;
     }
 
     pub fn set_stats(&self, text: &str) {
