@@ -235,6 +235,30 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_file_carries_the_section() {
+        let path = Path::new("agent.toml");
+        let s = crate::config::Settings::from_toml(
+            "[juicefs]\ndiscover = false\nmountinfo = \"/proc/1/mountinfo\"\n\
+             [[juicefs.mount]]\npath = \"/fs\"\n",
+            path,
+        )
+        .unwrap();
+        assert!(!s.juicefs.discover);
+        assert_eq!(s.juicefs.mountinfo, Path::new("/proc/1/mountinfo"));
+        assert_eq!(s.juicefs.mounts[0].metrics_url, DEFAULT_METRICS_URL);
+        assert_eq!(
+            crate::config::Settings::from_toml("", path)
+                .unwrap()
+                .juicefs,
+            JuicefsSettings::default()
+        );
+        let err = crate::config::Settings::from_toml("[juicefs]\nmountinf = \"/x\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean \"mountinfo\""), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_key_and_the_fix() {
         let cases: &[(&str, &[&str])] = &[
             (
