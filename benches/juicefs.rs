@@ -192,10 +192,12 @@ async fn run() {
         .into_iter()
         .map(Server::start)
         .collect();
-    let mut settings = JuicefsSettings::default();
-    settings.timeout = TIMEOUT;
-    // No client endpoint: every figure comes from `.stats`.
-    settings.metrics_url = "http://127.0.0.1:9/metrics".into();
+    let settings = JuicefsSettings {
+        timeout: TIMEOUT,
+        // No client endpoint: every figure comes from `.stats`.
+        metrics_url: "http://127.0.0.1:9/metrics".into(),
+        ..Default::default()
+    };
     let mut sampler = JuicefsSampler::new(&settings);
     for _ in 0..50 {
         sampler.sample_round().await;
