@@ -60,11 +60,16 @@ fn visit(mount: &Path) -> Visit {
     let statfs = match rustix::fs::statvfs(mount) {
         Ok(st) => usage_of(&st),
         Err(e) => {
-            let hint = if e == rustix::io::Errno::NOTCONN {
-                ": the JuiceFS client of this mount is gone; restart its juicefs-*.service \
-                 (or `umount -l` the mount point)"
-            } else {
-                ""
+            let hint = match e {
+                rustix::io::Errno::NOTCONN => {
+                    ": the JuiceFS client of this mount is gone; restart its \
+                     juicefs-*.service (or `umount -l` the mount point)"
+                }
+                // FUSE lets only the mounting user in unless the mount allows others.
+                rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => {
+                    ": mount the volume with `-o allow_other` so the agent's user can reach it"
+                }
+                _ => "",
             };
             return Visit {
                 statfs: Err(format!("statvfs {}: {e}{hint}", mount.display())),
