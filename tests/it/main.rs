@@ -14,6 +14,7 @@ mod juicefs;
 mod juicefs_fuse;
 mod jupyterlab;
 mod otlp;
+mod packaging;
 mod rules;
 mod systemd;
 mod transcripts;
