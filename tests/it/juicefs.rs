@@ -99,6 +99,39 @@ impl Drop for AgentChild {
     }
 }
 
+/// promtool's verdict on an exposition: it must find nothing to report.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run promtool ({e}): install Debian's `prometheus` package \
+                 (`bash scripts/test` does)"
+            )
+        });
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}
+
 /// Writes an agent config: no services, no host paths, the given `[juicefs]` lines.
 fn write_config(dir: &Path, juicefs: &str) -> PathBuf {
     let state = dir.join("state");
@@ -452,5 +485,13 @@ async fn mounts_come_and_go_with_the_mount_table() {
         None,
         "a's filesystem series left with it"
     );
+    // Every vibe_juicefs_* family passes Prometheus's own lint.
+    let juicefs_only: String = second
+        .text
+        .lines()
+        .filter(|l| l.contains("vibe_juicefs_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    promtool_accepts(&juicefs_only);
     agent.shutdown().await;
 }
