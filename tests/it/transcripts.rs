@@ -569,3 +569,49 @@ async fn transcript_content_never_reaches_metrics() {
     );
     agent.shutdown().await;
 }
+
+/// Lines over `claude.max_line_bytes` (whole, or still growing), invalid UTF-8 and torn JSON
+/// are skipped and counted by reason; the lines around them count.
+#[test]
+fn over_long_invalid_and_torn_lines_are_skipped_and_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home/.claude");
+    let path = home.join("projects/p/s.jsonl");
+    let mut settings = tail_settings(
+        vec![home.to_string_lossy().into_owned()],
+        &dir.path().join("state"),
+    );
+    settings.max_line_bytes = 4096;
+    let long = format!(
+        r#"{{"type":"user","message":{{"role":"user","content":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    append(&path, &response("s", "1", TEXT, 1));
+    append(&path, &(long.clone() + "\n"));
+    append(&path, &response("s", "2", TEXT, 2));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"type\":\"user\",\"x\":\"\xff\"}\n{\"type\":\"assi\n")
+        .unwrap();
+    // An over-long line still being written: skipped now, its end skipped later.
+    append(&path, &long[..6000]);
+    let mut tail = TranscriptTail::new(settings);
+    tail.reconcile();
+    append(&path, &(long[6000..].to_string() + "\n"));
+    append(&path, &response("s", "3", TEXT, 4));
+    tail.reconcile();
+    let out: u64 = tail
+        .ledger()
+        .users()
+        .values()
+        .flat_map(|u| u.models.values())
+        .map(|m| m.tokens.output)
+        .sum();
+    assert_eq!(out, 7, "the lines around the bad ones count");
+    let skipped = &tail.stats().lines_skipped;
+    assert_eq!(skipped.get("too_long"), Some(&2), "{skipped:?}");
+    assert_eq!(skipped.get("invalid_utf8"), Some(&1), "{skipped:?}");
+    assert_eq!(skipped.get("invalid_json"), Some(&1), "{skipped:?}");
+}
