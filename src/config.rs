@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub host: Option<FileHost>,
     /// Claude Code homes and telemetry.
     pub claude: Option<FileClaude>,
+    /// JuiceFS mounts.
+    pub juicefs: Option<crate::juicefs::settings::FileJuicefs>,
     /// OTLP receiver: label allow-list, limits, token, persistence.
     pub otlp: Option<crate::otlp::settings::FileOtlp>,
 }
@@ -263,6 +265,7 @@ pub struct Settings {
     pub forward_metrics_url: Option<String>,
     pub forward_logs_url: Option<String>,
     pub forward_traces_url: Option<String>,
+    pub juicefs: crate::juicefs::settings::JuicefsSettings,
     pub otlp: crate::otlp::OtlpSettings,
 }
 
@@ -351,6 +354,7 @@ impl Settings {
 
 /// Every key the file accepts, by section, for "did you mean" hints.
 const KNOWN_KEYS: &[&str] = &[
+    "juicefs", "discover", "mountinfo", "mount", "path",
     "listen", "agent", "service", "systemd", "host", "claude", "metrics", "otlp", "state_dir",
     "log_level", "name", "unit", "port", "host", "health_url", "kind", "expect_status",
     "expect_json_field", "expect_json_value", "token", "token_file", "token_env", "interval",
@@ -390,10 +394,6 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
     format!("{location}{msg}{hint}")
 }
 
-fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        key: key.into(),
 /// Line and column (1-based) of the value of `key` in the file, for keys as validation
 /// names them: `listen.metrics`, `host.paths`, `service[1] (jupyter).kind`. `None` when the
 /// key is not in the file (a default was wrong, or the text does not parse as TOML).
@@ -430,6 +430,10 @@ fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
     Some((line, col))
 }
 
+fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -695,6 +699,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         forward_metrics_url: forward.metrics_url,
         forward_logs_url: forward.logs_url,
         forward_traces_url: forward.traces_url,
+        juicefs: crate::juicefs::settings::validate(file.juicefs, path)?,
         otlp: crate::otlp::settings::validate(file.otlp, path)?,
     })
 }

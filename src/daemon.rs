@@ -259,6 +259,7 @@ fn spawn_sources(
 ) -> anyhow::Result<()> {
     probe::spawn(settings, sink, tasks);
     host::spawn(settings, sink, tasks)?;
+    crate::juicefs::spawn(settings, sink, tasks);
     crate::systemd::spawn(settings, sink, tasks);
     crate::transcripts::spawn(settings, sink, tasks);
     Ok(())

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod exposition;
 pub mod host;
+pub mod juicefs;
 pub mod logging;
 pub mod model;
 pub mod otlp;

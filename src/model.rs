@@ -51,6 +51,8 @@ pub enum Update {
     Systemd(crate::systemd::UnitEvent),
     /// Claude Code telemetry: a receipt from the OTLP receiver, restored totals, or a tick.
     ClaudeTelemetry(crate::otlp::TelemetryUpdate),
+    /// One sampling round of the JuiceFS mounts.
+    Juicefs(crate::juicefs::JuicefsRound),
     /// The watchdog asks whether the model loop is alive; answered as soon as it is read.
     Ping(tokio::sync::oneshot::Sender<()>),
     /// Totals from the Claude transcript tailer (a whole snapshot; replaces the last).
@@ -234,7 +236,9 @@ impl ServiceState {
     /// 1 when every enabled check passes: port listening and accepting, health probe up,
     /// and the unit running once systemd has reported it (see
     /// [`UnitsState::allows_up`](crate::systemd::UnitsState::allows_up)). A check that has
-    /// not reported yet does not pass.
+    /// not reported yet does not pass. JupyterLab's authenticated `/api/status` is not part
+    /// of it: a wrong token in the agent's config says nothing about whether users can work,
+    /// and is reported on its own (`vibe_jupyter_auth_failed`, alert VibeJupyterAuthFailing).
     pub fn up(&self, units: &crate::systemd::UnitsState) -> bool {
         let port_ok = self.info.port.is_none()
             || self
@@ -287,6 +291,8 @@ pub struct Snapshot {
     pub filesystems: Arc<BTreeMap<PathBuf, FsSample>>,
     pub process: Option<Arc<ProcessSample>>,
     pub sources: Arc<BTreeMap<SourceName, SourceHealth>>,
+    /// JuiceFS mounts, from the latest round.
+    pub juicefs: Arc<crate::juicefs::JuicefsState>,
     /// Claude Code telemetry received over OTLP.
     pub claude_telemetry: Arc<crate::otlp::TelemetryState>,
     /// Watched systemd units.
@@ -408,6 +414,7 @@ impl Snapshot {
             self.services.iter().filter_map(|s| s.info.unit.as_deref()).collect();
         let systemd = self.sources.get(crate::systemd::SYSTEMD_SOURCE);
         out.extend(self.units.other_checks(&service_units, systemd));
+        out.extend(self.juicefs.checks());
         for fs in self.filesystems.values() {
             let name = format!("filesystem {}", fs.path.display());
             let (ok, detail) = match &fs.result {
@@ -460,6 +467,7 @@ impl Model {
                 filesystems: Arc::new(BTreeMap::new()),
                 process: None,
                 sources: Arc::new(BTreeMap::new()),
+                juicefs: Arc::default(),
                 claude_telemetry: Arc::default(),
                 units: Arc::default(),
                 config_reload: ConfigReloadState {
@@ -534,8 +542,9 @@ impl Model {
                 }
             }
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
-            Update::ClaudeTelemetry(u) => Arc::make_mut(&mut st.claude_telemetry).apply(u),
             Update::ClaudeTranscripts(t) => st.claude_transcripts = Some(t),
+            Update::ClaudeTelemetry(u) => Arc::make_mut(&mut st.claude_telemetry).apply(u),
+            Update::Juicefs(round) => crate::juicefs::state::apply(st, round),
             Update::Ping(reply) => {
                 let _ = reply.send(());
             }
