@@ -8,7 +8,10 @@
 //!    an observer connection timestamps systemd's `PropertiesChanged` announcing the new
 //!    `ActiveState`, and the in-process agent is timed until its snapshot holds the new
 //!    state and until a `/metrics` scrape shows it. p50/p99/max of signal → snapshot,
-//!    signal → `/metrics`, and command → `/metrics`.
+//!    signal → `/metrics`, and command → `/metrics`. The model task spaces snapshot
+//!    publishes by `daemon::MIN_PUBLISH_INTERVAL` (20 ms) when updates follow each other,
+//!    which bounds what signal → snapshot adds when systemd announces `deactivating` and
+//!    `inactive` in quick succession.
 //! 2. idle CPU over `BENCH_IDLE_SECS` (default 60) of two release agents run side by side
 //!    with no scrapes: one watching the 50 `bench-*.service` units (default resync and poll
 //!    intervals), and its peer with the systemd source off (same config otherwise), plus
@@ -282,7 +285,14 @@ async fn main() {
                 .text()
                 .await
                 .unwrap();
-            assert!(text.contains(&needle));
+            assert!(
+                text.contains(&needle),
+                "{needle} not in /metrics:\n{}",
+                text.lines()
+                    .filter(|l| l.contains(WATCHED))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             (in_snapshot, Instant::now())
         };
         let (t_signal, (t_snapshot, t_metrics)) = tokio::join!(announced, seen);
