@@ -85,6 +85,33 @@ pub struct HostSampler {
     units: Vec<(String, String)>,
     /// Parent of `system.slice`: see [`cgroup_root_of`].
     cgroup_root: PathBuf,
+    /// Paths the JuiceFS source samples itself: see [`left_to_juicefs`].
+    juicefs: crate::juicefs::settings::JuicefsSettings,
+}
+
+/// The configured paths that are JuiceFS mount points: the JuiceFS source statvfs-es them on
+/// its own worker (and reports `vibe_filesystem_*{path}` for them), so the host sampler
+/// leaves them alone and a hung mount blocks one thread, not two. Pure: the mount table's
+/// text in, paths out.
+pub fn left_to_juicefs(
+    paths: &[PathBuf],
+    juicefs: &crate::juicefs::settings::JuicefsSettings,
+    mountinfo: &str,
+) -> Vec<PathBuf> {
+    use crate::juicefs::mountinfo::{juicefs_mounts, parse_mountinfo};
+    let mut owned: Vec<PathBuf> = juicefs.mounts.iter().map(|m| m.path.clone()).collect();
+    if juicefs.discover {
+        owned.extend(
+            juicefs_mounts(&parse_mountinfo(mountinfo))
+                .into_iter()
+                .map(|m| m.mount_point),
+        );
+    }
+    paths
+        .iter()
+        .filter(|p| owned.contains(p))
+        .cloned()
+        .collect()
 }
 
 impl HostSampler {
@@ -110,6 +137,7 @@ impl HostSampler {
             fs_timeout: settings.fs_timeout,
             units,
             cgroup_root,
+            juicefs: settings.juicefs.clone(),
         })
     }
 
@@ -118,18 +146,25 @@ impl HostSampler {
     pub async fn sample_round(&mut self) -> Vec<Update> {
         let mut out = Vec::new();
         let at = unix_now();
-        let fs_rounds = self.workers.iter().map(|(path, worker)| {
-            let path = path.clone();
-            let timeout = self.fs_timeout;
-            async move {
-                let p = path.clone();
-                let result = match worker.run(timeout, move || statvfs(&p)).await {
-                    Ok(r) => r,
-                    Err(WorkerError::Busy | WorkerError::Timeout) => FsResult::Stuck,
-                };
-                FsSample { at, path, result }
-            }
-        });
+        let paths: Vec<PathBuf> = self.workers.keys().cloned().collect();
+        let mountinfo = std::fs::read_to_string(&self.juicefs.mountinfo).unwrap_or_default();
+        let skip = left_to_juicefs(&paths, &self.juicefs, &mountinfo);
+        let fs_rounds =
+            self.workers
+                .iter()
+                .filter(|(p, _)| !skip.contains(p))
+                .map(|(path, worker)| {
+                    let path = path.clone();
+                    let timeout = self.fs_timeout;
+                    async move {
+                        let p = path.clone();
+                        let result = match worker.run(timeout, move || statvfs(&p)).await {
+                            Ok(r) => r,
+                            Err(WorkerError::Busy | WorkerError::Timeout) => FsResult::Stuck,
+                        };
+                        FsSample { at, path, result }
+                    }
+                });
         let fs = futures_util::future::join_all(fs_rounds).await;
         out.extend(fs.into_iter().map(Update::Filesystem));
 
@@ -288,6 +323,28 @@ mod tests {
         for (text, unified, want) in cases {
             assert_eq!(cgroup_root_of(text, unified), Path::new(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn juicefs_mount_points_are_left_to_the_juicefs_source() {
+        let table = "36 25 0:52 / /fs rw,relatime - fuse.juicefs JuiceFS:vibe rw\n\
+                     37 25 8:1 / /data rw - ext4 /dev/sda1 rw\n";
+        let paths: Vec<PathBuf> = vec!["/data".into(), "/fs".into(), "/other".into()];
+        let mut j = crate::juicefs::settings::JuicefsSettings::default();
+        assert_eq!(
+            left_to_juicefs(&paths, &j, table),
+            vec![PathBuf::from("/fs")]
+        );
+        j.discover = false;
+        assert!(left_to_juicefs(&paths, &j, table).is_empty());
+        j.mounts.push(crate::juicefs::settings::ConfiguredMount {
+            path: "/other".into(),
+            metrics_url: "http://127.0.0.1:9567/metrics".into(),
+        });
+        assert_eq!(
+            left_to_juicefs(&paths, &j, table),
+            vec![PathBuf::from("/other")]
+        );
     }
 
     #[test]
