@@ -12,10 +12,11 @@ use crate::{probe, unix_now};
 pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
     let mut model = Model::new(ConfigureServices::from_settings(settings), unix_now());
     let client = probe::http::client();
+    let table = probe::ListenTable::default();
     let rounds = settings
         .services
         .iter()
-        .map(|s| probe::probe_once(&client, s));
+        .map(|s| probe::probe_once(&client, &table, s));
     let (probes, units) = futures_util::future::join(
         futures_util::future::join_all(rounds),
         crate::systemd::check_once(settings),
@@ -25,7 +26,11 @@ pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
         model.apply(update);
     }
     match HostSampler::new(settings) {
-        Ok(mut host) => host.sample_round().await.into_iter().for_each(|u| model.apply(u)),
+        Ok(mut host) => host
+            .sample_round()
+            .await
+            .into_iter()
+            .for_each(|u| model.apply(u)),
         Err(e) => model.apply(Update::Source {
             source: crate::host::HOST_SOURCE,
             result: Err(e.to_string()),

@@ -8,7 +8,9 @@ pub mod health;
 pub mod http;
 pub mod port;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
@@ -20,12 +22,42 @@ use crate::unix_now;
 /// Source name of socket-table reads in `vibe_agent_source_up`.
 pub const PORTS_SOURCE: &str = "ports";
 
+/// How long one read of the socket table serves every service's port probe. Reading
+/// `/proc/net/tcp{,6}` makes the kernel walk its whole connection table (milliseconds on a
+/// large box); services probed in the same second share one read.
+pub const LISTEN_TABLE_REUSE: Duration = Duration::from_secs(1);
+
+/// The ports in LISTEN state, read at most once per [`LISTEN_TABLE_REUSE`].
+#[derive(Debug, Default)]
+pub struct ListenTable {
+    last: Mutex<Option<(Instant, Result<BTreeSet<u16>, String>)>>,
+}
+
+impl ListenTable {
+    /// The LISTEN ports, from a read made within the reuse window or a fresh one.
+    pub fn read(&self) -> Result<BTreeSet<u16>, String> {
+        let mut last = self.last.lock().expect("listen table lock");
+        if let Some((at, table)) = last.as_ref() {
+            if at.elapsed() < LISTEN_TABLE_REUSE {
+                return table.clone();
+            }
+        }
+        let table = port::read_listening_ports().map_err(|e| e.to_string());
+        *last = Some((Instant::now(), table.clone()));
+        table
+    }
+}
+
 /// Probes one service once (port, then health) and returns the updates.
-pub async fn probe_once(client: &reqwest::Client, svc: &ServiceSettings) -> Vec<Update> {
+pub async fn probe_once(
+    client: &reqwest::Client,
+    table: &ListenTable,
+    svc: &ServiceSettings,
+) -> Vec<Update> {
     let mut out = Vec::new();
     if let Some(port) = svc.port {
         let at = unix_now();
-        let listening = match port::read_listening_ports() {
+        let listening = match table.read() {
             Ok(ports) => {
                 out.push(Update::Source {
                     source: PORTS_SOURCE,
@@ -36,7 +68,7 @@ pub async fn probe_once(client: &reqwest::Client, svc: &ServiceSettings) -> Vec<
             Err(e) => {
                 out.push(Update::Source {
                     source: PORTS_SOURCE,
-                    result: Err(e.to_string()),
+                    result: Err(e),
                 });
                 Default::default()
             }
@@ -61,7 +93,9 @@ pub async fn probe_once(client: &reqwest::Client, svc: &ServiceSettings) -> Vec<
 /// interval; a slow probe delays only its own service.
 pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
     let client = http::client();
+    let table = Arc::new(ListenTable::default());
     for svc in &settings.services {
+        let table = table.clone();
         let svc = Arc::new(svc.clone());
         let client = client.clone();
         let sink = sink.clone();
@@ -70,7 +104,7 @@ pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                for update in probe_once(&client, &svc).await {
+                for update in probe_once(&client, &table, &svc).await {
                     sink.send(update);
                 }
             }
