@@ -166,7 +166,8 @@ pub struct FileClaude {
     #[serde(default, with = "humantime_serde")]
     pub active_window: Option<Duration>,
     /// Prices per model id or family, USD per million tokens; replace the embedded ones.
-    pub prices: Option<std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>>,
+    pub prices:
+        Option<std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,7 +262,8 @@ pub struct Settings {
     pub claude_save_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub claude_active_window: Duration,
-    pub claude_prices: std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>,
+    pub claude_prices:
+        std::collections::BTreeMap<String, crate::transcripts::prices::PriceOverride>,
     pub forward_metrics_url: Option<String>,
     pub forward_logs_url: Option<String>,
     pub forward_traces_url: Option<String>,
@@ -318,9 +320,7 @@ impl Settings {
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_toml(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                Ok(Self::default())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read {
                 path: path.to_owned(),
                 source,
@@ -354,13 +354,52 @@ impl Settings {
 
 /// Every key the file accepts, by section, for "did you mean" hints.
 const KNOWN_KEYS: &[&str] = &[
-    "juicefs", "discover", "mountinfo", "mount", "path",
-    "listen", "agent", "service", "systemd", "host", "claude", "metrics", "otlp", "state_dir",
-    "log_level", "name", "unit", "port", "host", "health_url", "kind", "expect_status",
-    "expect_json_field", "expect_json_value", "token", "token_file", "token_env", "interval",
-    "timeout", "units", "bus", "resync_interval", "poll_interval", "call_timeout", "paths",
-    "fs_timeout", "homes", "forward", "metrics_url", "logs_url", "traces_url",
-    "max_line_bytes", "reconcile_interval", "save_interval", "active_window", "prices",
+    "juicefs",
+    "discover",
+    "mountinfo",
+    "mount",
+    "path",
+    "listen",
+    "agent",
+    "service",
+    "systemd",
+    "host",
+    "claude",
+    "metrics",
+    "otlp",
+    "state_dir",
+    "log_level",
+    "name",
+    "unit",
+    "port",
+    "host",
+    "health_url",
+    "kind",
+    "expect_status",
+    "expect_json_field",
+    "expect_json_value",
+    "token",
+    "token_file",
+    "token_env",
+    "interval",
+    "timeout",
+    "units",
+    "bus",
+    "resync_interval",
+    "poll_interval",
+    "call_timeout",
+    "paths",
+    "fs_timeout",
+    "homes",
+    "forward",
+    "metrics_url",
+    "logs_url",
+    "traces_url",
+    "max_line_bytes",
+    "reconcile_interval",
+    "save_interval",
+    "active_window",
+    "prices",
 ];
 
 /// Turns the toml crate's error into one message with line and column first, and a
@@ -513,10 +552,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
                 ),
             ));
         }
-        if services
-            .iter()
-            .any(|o: &ServiceSettings| o.name == s.name)
-        {
+        if services.iter().any(|o: &ServiceSettings| o.name == s.name) {
             return Err(invalid(
                 path,
                 key("name"),
@@ -537,7 +573,11 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
             check_http_url(path, &key("health_url"), url)?;
         }
         if s.port == Some(0) {
-            return Err(invalid(path, key("port"), "0: write a port from 1 to 65535"));
+            return Err(invalid(
+                path,
+                key("port"),
+                "0: write a port from 1 to 65535",
+            ));
         }
         let token = match (&s.token, &s.token_file, &s.token_env) {
             (None, None, None) => None,
@@ -643,17 +683,24 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
     }
     let fs_timeout = host.fs_timeout.unwrap_or(DEFAULT_FS_TIMEOUT);
     if fs_timeout.is_zero() {
-        return Err(invalid(path, "host.fs_timeout", "write a timeout above zero"));
+        return Err(invalid(
+            path,
+            "host.fs_timeout",
+            "write a timeout above zero",
+        ));
     }
 
     let claude = file.claude.unwrap_or_default();
-    let claude_homes = claude
-        .homes
-        .unwrap_or_else(|| {
-            ["/root/.claude", "/home/*/.claude", "/root/.config/claude", "/home/*/.config/claude"]
-                .map(String::from)
-                .to_vec()
-        });
+    let claude_homes = claude.homes.unwrap_or_else(|| {
+        [
+            "/root/.claude",
+            "/home/*/.claude",
+            "/root/.config/claude",
+            "/home/*/.config/claude",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     let claude_max_line_bytes = claude.max_line_bytes.unwrap_or(8 << 20);
     let claude_reconcile_interval = claude.reconcile_interval.unwrap_or(Duration::from_secs(30));
     let claude_save_interval = claude.save_interval.unwrap_or(Duration::from_secs(10));
@@ -735,7 +782,12 @@ mod tests {
         );
         assert_eq!(
             s.claude_homes,
-            vec!["/root/.claude", "/home/*/.claude", "/root/.config/claude", "/home/*/.config/claude"]
+            vec![
+                "/root/.claude",
+                "/home/*/.claude",
+                "/root/.config/claude",
+                "/home/*/.config/claude"
+            ]
         );
         assert_eq!(s, Settings::default());
     }
@@ -765,13 +817,22 @@ mod tests {
     #[test]
     fn bad_files_name_line_key_and_fix() {
         let cases: &[(&str, &[&str])] = &[
-            ("[listn]\nmetrics = \"x\"\n", &["line 1", "listn", "did you mean \"listen\""]),
-            ("[listen]\nmetrics = 9820\n", &["line 2", "column 11", "string"]),
+            (
+                "[listn]\nmetrics = \"x\"\n",
+                &["line 1", "listn", "did you mean \"listen\""],
+            ),
+            (
+                "[listen]\nmetrics = 9820\n",
+                &["line 2", "column 11", "string"],
+            ),
             (
                 "[listen]\nmetrics = \"localhost\"\n",
                 &["line 2, column 11: listen.metrics", "IP:PORT"],
             ),
-            ("[agent]\nlog_level = \"info,[{bad\"\n", &["agent.log_level"]),
+            (
+                "[agent]\nlog_level = \"info,[{bad\"\n",
+                &["agent.log_level"],
+            ),
             (
                 "[[service]]\nname = \"a\"\nkind = \"nginx\"\n",
                 &["line 3, column 8: service[0] (a).kind", "\"jupyter\""],
@@ -800,7 +861,10 @@ mod tests {
                 "[host]\npaths = [\"data\"]\n",
                 &["line 2, column 9: host.paths", "absolute"],
             ),
-            ("[[service]]\nname = \"a\"\nprot = 1\n", &["line 3", "did you mean \"port\""]),
+            (
+                "[[service]]\nname = \"a\"\nprot = 1\n",
+                &["line 3", "did you mean \"port\""],
+            ),
             ("[listen\n", &["line 1"]),
         ];
         for (text, wanted) in cases {

@@ -77,7 +77,10 @@ impl Agent {
     /// Applies a new configuration (services, paths, intervals). Listener addresses are
     /// only read at start.
     pub async fn reload(&self, settings: Settings) {
-        let _ = self.control.send(Control::Reload(Ok(Box::new(settings)))).await;
+        let _ = self
+            .control
+            .send(Control::Reload(Ok(Box::new(settings))))
+            .await;
     }
 
     /// Reports a configuration that failed to load: the running one stays.
@@ -119,7 +122,10 @@ impl Agent {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.main).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.main)
+            .await
+            .is_err()
+        {
             self.main.abort();
         }
     }
@@ -276,7 +282,10 @@ fn spawn_watchdog(sink: UpdateSink) -> Option<tokio::task::JoinHandle<()>> {
             tick.tick().await;
             let (tx, rx) = oneshot::channel();
             sink.send(Update::Ping(tx));
-            if tokio::time::timeout(period, rx).await.is_ok_and(|r| r.is_ok()) {
+            if tokio::time::timeout(period, rx)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             } else {
                 tracing::warn!("model task did not answer the watchdog ping");

@@ -251,10 +251,7 @@ fn service_families(s: &Snapshot, out: &mut Vec<MetricFamily>) {
         "vibe_port_connect_duration_seconds",
         "Duration of the last successful TCP connect to the service's port.",
     );
-    let mut http_up = Family::gauge(
-        "vibe_http_up",
-        "1 when the last health probe passed.",
-    );
+    let mut http_up = Family::gauge("vibe_http_up", "1 when the last health probe passed.");
     let mut http_status = Family::gauge(
         "vibe_http_status_code",
         "HTTP status of the last health probe (0 when no response arrived).",
@@ -400,8 +397,16 @@ fn host_families(s: &Snapshot, out: &mut Vec<MetricFamily>) {
                 "Memory available for new work without swapping.",
                 h.memory_available_bytes,
             ),
-            ("vibe_host_swap_total_bytes", "Total swap.", h.swap_total_bytes),
-            ("vibe_host_swap_used_bytes", "Swap in use.", h.swap_used_bytes),
+            (
+                "vibe_host_swap_total_bytes",
+                "Total swap.",
+                h.swap_total_bytes,
+            ),
+            (
+                "vibe_host_swap_used_bytes",
+                "Swap in use.",
+                h.swap_used_bytes,
+            ),
         ];
         for (name, help, v) in gauges {
             let mut f = Family::gauge(name, help);
@@ -523,7 +528,10 @@ mod tests {
         TextEncoder::new().encode(&merged, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(text.matches("# TYPE x_sessions").count(), 1, "{text}");
-        assert!(text.contains("x_sessions{source=\"a\"} 1") && text.contains("x_sessions{user=\"u\"} 2"));
+        assert!(
+            text.contains("x_sessions{source=\"a\"} 1")
+                && text.contains("x_sessions{user=\"u\"} 2")
+        );
     }
 
     #[test]
@@ -532,11 +540,7 @@ mod tests {
         let (_tx, rx) = watch::channel(m.publish());
         let r = prometheus::Registry::new();
         r.register(Box::new(SnapshotCollector::new(rx))).unwrap();
-        let names: Vec<String> = r
-            .gather()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"vibe_service_up".to_string()), "{names:?}");
     }
 }

@@ -137,7 +137,9 @@ pub enum HealthDetail {
 pub enum JupyterStatusProbe {
     Ok(JupyterStatus),
     /// 401 or 403: the configured token is wrong. Distinct from down.
-    AuthFailed { status: u16 },
+    AuthFailed {
+        status: u16,
+    },
     /// The token could not be read, the request failed, or the body made no sense.
     Failed(String),
 }
@@ -245,8 +247,8 @@ impl ServiceState {
                 .port
                 .as_ref()
                 .is_some_and(|p| p.listening && p.connect.is_ok());
-        let http_ok = self.info.health_url.is_none()
-            || self.http.as_ref().is_some_and(|h| h.outcome.is_ok());
+        let http_ok =
+            self.info.health_url.is_none() || self.http.as_ref().is_some_and(|h| h.outcome.is_ok());
         port_ok && http_ok && units.allows_up(self.info.unit.as_deref())
     }
 
@@ -410,8 +412,11 @@ impl Snapshot {
                 });
             }
         }
-        let service_units: Vec<&str> =
-            self.services.iter().filter_map(|s| s.info.unit.as_deref()).collect();
+        let service_units: Vec<&str> = self
+            .services
+            .iter()
+            .filter_map(|s| s.info.unit.as_deref())
+            .collect();
         let systemd = self.sources.get(crate::systemd::SYSTEMD_SOURCE);
         out.extend(self.units.other_checks(&service_units, systemd));
         out.extend(self.juicefs.checks());
@@ -654,7 +659,10 @@ mod tests {
         infos.0.retain(|s| s.name == "jupyter");
         m.apply(Update::Configure(infos));
         assert_eq!(m.state.services.len(), 1);
-        assert!(jupyter(&m).port.is_some(), "unchanged service keeps samples");
+        assert!(
+            jupyter(&m).port.is_some(),
+            "unchanged service keeps samples"
+        );
     }
 
     #[test]

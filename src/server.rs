@@ -51,8 +51,7 @@ impl AppState {
             return cache.plain.clone();
         }
         if cache.gzip.is_none() {
-            let mut enc =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             enc.write_all(&cache.plain).expect("gzip into a Vec");
             cache.gzip = Some(Bytes::from(enc.finish().expect("gzip into a Vec")));
         }
@@ -184,7 +183,10 @@ mod tests {
         ];
         for (value, want) in cases {
             let mut h = HeaderMap::new();
-            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
             assert_eq!(accepts_gzip(&h), want, "{value}");
         }
         assert!(!accepts_gzip(&HeaderMap::new()));
@@ -192,6 +194,9 @@ mod tests {
 
     #[test]
     fn html_escaping() {
-        assert_eq!(esc("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
     }
 }

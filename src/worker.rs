@@ -108,12 +108,18 @@ mod tests {
         assert!(w.is_busy());
         // Single-flight: nothing queues behind the hung call.
         for _ in 0..100 {
-            assert_eq!(w.run(Duration::from_secs(5), || 1).await, Err(WorkerError::Busy));
+            assert_eq!(
+                w.run(Duration::from_secs(5), || 1).await,
+                Err(WorkerError::Busy)
+            );
         }
         release_tx.send(()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while w.is_busy() {
-            assert!(std::time::Instant::now() < deadline, "worker never recovered");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker never recovered"
+            );
             tokio::task::yield_now().await;
         }
         assert_eq!(w.run(Duration::from_secs(5), || 7).await, Ok(7));

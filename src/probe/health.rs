@@ -23,8 +23,12 @@ pub fn parse_codeserver_healthz(body: &[u8]) -> Result<CodeServerHealth, String>
         status: String,
         last_heartbeat: Option<f64>,
     }
-    let raw: Raw = serde_json::from_slice(body)
-        .map_err(|e| format!("body is not code-server /healthz JSON ({e}): {}", excerpt(body)))?;
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "body is not code-server /healthz JSON ({e}): {}",
+            excerpt(body)
+        )
+    })?;
     let alive = match raw.status.as_str() {
         "alive" => true,
         "expired" => false,
@@ -62,8 +66,12 @@ pub fn parse_jupyter_status(body: &[u8]) -> Result<JupyterStatus, String> {
         kernels: f64,
         connections: f64,
     }
-    let raw: Raw = serde_json::from_slice(body)
-        .map_err(|e| format!("body is not Jupyter /api/status JSON ({e}): {}", excerpt(body)))?;
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "body is not Jupyter /api/status JSON ({e}): {}",
+            excerpt(body)
+        )
+    })?;
     let time = |field: &str, v: Option<String>| -> Result<Option<UnixTime>, String> {
         v.map(|s| {
             humantime::parse_rfc3339_weak(s.trim_end_matches('Z').trim_end_matches("+00:00"))
@@ -104,7 +112,9 @@ pub fn check_json_field(body: &[u8], field: &str, expected: &str) -> Result<(), 
     if got == expected {
         Ok(())
     } else {
-        Err(format!("JSON field \"{field}\" is \"{got}\", expected \"{expected}\""))
+        Err(format!(
+            "JSON field \"{field}\" is \"{got}\", expected \"{expected}\""
+        ))
     }
 }
 
@@ -129,12 +139,24 @@ mod tests {
     #[test]
     fn codeserver_bodies() {
         let cases: &[(&str, Result<(bool, Option<f64>), &str>)] = &[
-            (r#"{"status":"alive","lastHeartbeat":1732240000123}"#, Ok((true, Some(1732240000.123)))),
-            (r#"{"status":"expired","lastHeartbeat":1732240000000}"#, Ok((false, Some(1732240000.0)))),
-            (r#"{"status":"expired","lastHeartbeat":0}"#, Ok((false, None))),
+            (
+                r#"{"status":"alive","lastHeartbeat":1732240000123}"#,
+                Ok((true, Some(1732240000.123))),
+            ),
+            (
+                r#"{"status":"expired","lastHeartbeat":1732240000000}"#,
+                Ok((false, Some(1732240000.0))),
+            ),
+            (
+                r#"{"status":"expired","lastHeartbeat":0}"#,
+                Ok((false, None)),
+            ),
             (r#"{"status":"alive"}"#, Ok((true, None))),
             (r#"{"status":"dead","lastHeartbeat":1}"#, Err("\"dead\"")),
-            ("<html>502 Bad Gateway</html>", Err("not code-server /healthz JSON")),
+            (
+                "<html>502 Bad Gateway</html>",
+                Err("not code-server /healthz JSON"),
+            ),
             ("", Err("not code-server")),
             (r#"{"lastHeartbeat":1}"#, Err("status")),
         ];
@@ -153,7 +175,10 @@ mod tests {
 
     #[test]
     fn jupyter_api_and_status() {
-        assert_eq!(parse_jupyter_api(br#"{"version": "2.14.2"}"#).unwrap(), "2.14.2");
+        assert_eq!(
+            parse_jupyter_api(br#"{"version": "2.14.2"}"#).unwrap(),
+            "2.14.2"
+        );
         assert!(parse_jupyter_api(b"forbidden").is_err());
         let st = parse_jupyter_status(
             br#"{"connections": 1, "kernels": 2, "last_activity": "2026-11-22T03:00:00.500000Z", "started": "2026-11-22T02:00:00.000000Z"}"#,
@@ -171,7 +196,10 @@ mod tests {
         assert_eq!(st.last_activity, Some(1795316400.0));
         let err = parse_jupyter_status(br#"{"connections":0,"kernels":0,"started":"yesterday"}"#)
             .unwrap_err();
-        assert!(err.contains("started") && err.contains("yesterday"), "{err}");
+        assert!(
+            err.contains("started") && err.contains("yesterday"),
+            "{err}"
+        );
         assert!(parse_jupyter_status(br#"{"kernels":"two","connections":0}"#).is_err());
     }
 
@@ -183,8 +211,16 @@ mod tests {
         assert!(check_json_field(body, "db.replicas.0.lag", "0").is_ok());
         let e = check_json_field(body, "status", "fine").unwrap_err();
         assert!(e.contains("\"ok\"") && e.contains("\"fine\""), "{e}");
-        assert!(check_json_field(body, "db.down", "x").unwrap_err().contains("missing"));
-        assert!(check_json_field(b"nope", "a", "b").unwrap_err().contains("not JSON"));
+        assert!(
+            check_json_field(body, "db.down", "x")
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert!(
+            check_json_field(b"nope", "a", "b")
+                .unwrap_err()
+                .contains("not JSON")
+        );
     }
 
     #[test]

@@ -163,7 +163,10 @@ fn judge(svc: &ServiceSettings, a: &Answer) -> (Result<(), String>, HealthDetail
         ServiceKind::Http => {
             if a.status != svc.expect_status {
                 return (
-                    Err(format!("status {}, expected {}", a.status, svc.expect_status)),
+                    Err(format!(
+                        "status {}, expected {}",
+                        a.status, svc.expect_status
+                    )),
                     HealthDetail::None,
                 );
             }
@@ -191,7 +194,9 @@ async fn jupyter_status(
         Ok(a) if a.status == 401 || a.status == 403 => {
             JupyterStatusProbe::AuthFailed { status: a.status }
         }
-        Ok(a) if a.status != 200 => JupyterStatusProbe::Failed(format!("{url}: status {}", a.status)),
+        Ok(a) if a.status != 200 => {
+            JupyterStatusProbe::Failed(format!("{url}: status {}", a.status))
+        }
         Ok(a) => match health::parse_jupyter_status(&a.body) {
             Ok(st) => JupyterStatusProbe::Ok(st),
             Err(e) => JupyterStatusProbe::Failed(e),

@@ -65,16 +65,15 @@ pub async fn probe(
     at: UnixTime,
 ) -> PortSample {
     let start = Instant::now();
-    let connect = match tokio::time::timeout(
-        timeout,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(_stream)) => Ok(start.elapsed().as_secs_f64()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
-    };
+    let connect =
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+            Ok(Ok(_stream)) => Ok(start.elapsed().as_secs_f64()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )),
+        };
     PortSample {
         at,
         port,
@@ -120,8 +119,16 @@ mod tests {
         // [::]:8888 LISTEN and [::1]:9820 LISTEN
         let text = format!(
             "{HEADER}{}{}",
-            line("00000000000000000000000000000000:22B8", "00000000000000000000000000000000:0000", "0A"),
-            line("00000000000000000000000001000000:265C", "00000000000000000000000000000000:0000", "0A"),
+            line(
+                "00000000000000000000000000000000:22B8",
+                "00000000000000000000000000000000:0000",
+                "0A"
+            ),
+            line(
+                "00000000000000000000000001000000:265C",
+                "00000000000000000000000000000000:0000",
+                "0A"
+            ),
         );
         let ports = listening_ports("tcp6", text.as_bytes()).unwrap();
         assert_eq!(ports.into_iter().collect::<Vec<_>>(), vec![8888, 9820]);
