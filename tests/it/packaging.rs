@@ -847,7 +847,16 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     // Install. --force-confold keeps the config written above (an admin's pre-seeded file).
     let install = Instant::now();
     let out = sb.exec(&["dpkg", "--install", "--force-confold", &deb]);
+    let dpkg_took = install.elapsed();
     assert!(out.status.success(), "dpkg -i: {}", said(&out));
+    // The postinst enabled and started it; its `systemctl start` waited for READY=1.
+    assert_eq!(
+        sb.show("ActiveState"),
+        "active",
+        "the postinst starts the unit: {}",
+        sb.status()
+    );
+    let main_pid = sb.show("MainPID");
     assert_eq!(
         sb.show("UnitFileState"),
         "enabled",
@@ -860,14 +869,17 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     );
     std::fs::remove_file("/etc/vibe-agent/agent.toml.dpkg-dist")
         .expect("dpkg -i --force-confold puts the package's agent.toml beside the kept one");
+    // What the admin types after installing; nothing left to do.
     sb.ok(&["systemctl", "enable", "--now", UNIT]);
+    assert_eq!(sb.show("MainPID"), main_pid);
     let first = wait_scrape(&client, agent, "the first scrape after dpkg -i", |e| {
         e.value("vibe_agent_build_info").is_some()
     })
     .await;
     let install_to_scrape = install.elapsed();
     println!(
-        "packaging: install to first scrape: {install_to_scrape:?} (dpkg -i, systemctl enable --now, GET /metrics)"
+        "packaging: install to first scrape: {install_to_scrape:?} (dpkg -i took {dpkg_took:?}, \
+         man-db's trigger included)"
     );
     assert!(
         first.is("vibe_agent_config_last_reload_successful", 1.0),
@@ -876,7 +888,6 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     );
     assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
     assert_eq!(sb.show("Type"), "notify");
-    let main_pid = sb.show("MainPID");
     let user = run_ok(Command::new("getent").args(["passwd", "vibe-agent"]));
     assert!(
         user.contains("/var/lib/vibe-agent"),
@@ -1056,6 +1067,21 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
         t.elapsed()
     );
     wait_scrape(&client, agent, "/metrics after the watchdog restart", |e| {
+        e.is(r#"vibe_service_up{service="docs"}"#, 1.0)
+    })
+    .await;
+
+    // Installing over the running package (an upgrade, for dpkg) restarts it.
+    let before = sb.show("MainPID");
+    let out = sb.exec(&["dpkg", "--install", &deb]);
+    assert!(out.status.success(), "dpkg -i over itself: {}", said(&out));
+    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_ne!(
+        sb.show("MainPID"),
+        before,
+        "the postinst restarts on upgrade"
+    );
+    wait_scrape(&client, agent, "/metrics after the upgrade", |e| {
         e.is(r#"vibe_service_up{service="docs"}"#, 1.0)
     })
     .await;
