@@ -615,3 +615,143 @@ fn over_long_invalid_and_torn_lines_are_skipped_and_counted_by_reason() {
     assert_eq!(skipped.get("invalid_utf8"), Some(&1), "{skipped:?}");
     assert_eq!(skipped.get("invalid_json"), Some(&1), "{skipped:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Transcripts written by the real Claude Code CLI
+// ---------------------------------------------------------------------------------------
+
+/// The real Claude Code CLI, installed by npm under target/test-deps/claude.
+fn claude_bin() -> PathBuf {
+    let bin = std::env::var_os("VIBE_TEST_CLAUDE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/test-deps/claude/node_modules/.bin/claude"));
+    assert!(
+        bin.exists(),
+        "the real Claude Code CLI is missing at {}: install it with \
+         `npm install --prefix target/test-deps/claude @anthropic-ai/claude-code@2.1.197` \
+         (scripts/test does this), or set VIBE_TEST_CLAUDE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// One offline turn of the real CLI with HOME = `home`, telemetry off
+/// (scripts/claude-code/claude-real-run.sh against its fake Anthropic API).
+fn run_real_cli(home: &Path, extra: &[(&str, &str)]) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/claude-code/claude-real-run.sh"))
+        .arg("none")
+        .arg(home)
+        .env("CLAUDE_BIN", claude_bin())
+        .env("EXPORT_WAIT", "0");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run claude-real-run.sh");
+    assert!(
+        out.status.success(),
+        "the CLI run failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two real CLI turns (a tool use, then a `--continue` that appends to the same session):
+/// the agent's tokens per day and model equal ccusage's exactly, its cost is within 0.01 %,
+/// both from the offline tailer and from the running agent's `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_written_by_the_real_cli_add_up_as_ccusage_counts_them() {
+    claude_bin();
+    ccusage();
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::tempdir_in(&target).unwrap();
+    let home = dir.path().join("home");
+    let h = home.clone();
+    tokio::task::spawn_blocking(move || {
+        run_real_cli(&h, &[]);
+        run_real_cli(&h, &[("CLI_ARGS", "--continue"), ("SCENARIO", "text")]);
+    })
+    .await
+    .unwrap();
+    let claude = home.join(".claude");
+    let (peer, peer_cost) = ccusage_daily(&claude);
+    assert!(
+        !peer.is_empty(),
+        "ccusage found no usage in the CLI's transcripts"
+    );
+
+    // The tailer's accounting, per day.
+    let mut tail = TranscriptTail::new(tail_settings(
+        vec![claude.to_string_lossy().into_owned()],
+        &dir.path().join("offline-state"),
+    ))
+    .with_daily_totals();
+    tail.reconcile();
+    let mut ours = DayModel::new();
+    for u in tail.ledger().users().values() {
+        for ((day, model), t) in &u.days {
+            let e = ours.entry((day_name(*day), model.clone())).or_default();
+            for (i, v) in [t.input, t.output, t.cache_creation, t.cache_read]
+                .iter()
+                .enumerate()
+            {
+                e[i] += v;
+            }
+        }
+    }
+    assert_eq!(ours, peer, "tokens per (day, model): agent vs ccusage");
+    assert_eq!(tail.stats().lines_skipped.values().sum::<u64>(), 0);
+
+    // The running agent, through /metrics: tokens per model and type, cost per model.
+    let (agent, metrics) = start(settings(
+        &[claude.to_string_lossy().into_owned()],
+        &dir.path().join("state"),
+        "1h",
+    ))
+    .await;
+    let me = vibe_agent::transcripts::tail::owner_name(&claude);
+    let mut per_model: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    for ((_, model), t) in &peer {
+        let e = per_model.entry(model.clone()).or_default();
+        for i in 0..4 {
+            e[i] += t[i];
+        }
+    }
+    let tokens = |m: &Exposition, model: &str, ty: &str| {
+        m.value(&format!(
+            r#"vibe_claude_tokens_total{{user="{me}",model="{model}",type="{ty}"}}"#
+        ))
+    };
+    let m = metrics
+        .wait_for("the CLI's responses", |m| {
+            per_model
+                .iter()
+                .all(|(model, t)| tokens(m, model, "output") == Some(t[1] as f64))
+        })
+        .await;
+    for (model, t) in &per_model {
+        for (i, ty) in ["input", "output", "cache_creation", "cache_read"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                tokens(&m, model, ty),
+                Some(t[i] as f64),
+                "{model} {ty}: agent vs ccusage\n{}",
+                m.vibe_lines()
+            );
+        }
+        let cost = m
+            .value(&format!(
+                r#"vibe_claude_cost_usd_total{{user="{me}",model="{model}"}}"#
+            ))
+            .unwrap_or_else(|| panic!("no cost for {model}\n{}", m.vibe_lines()));
+        assert!(
+            close(cost, peer_cost[model], 1e-4),
+            "{model}: agent ${cost} vs ccusage ${}",
+            peer_cost[model]
+        );
+    }
+    agent.shutdown().await;
+}
