@@ -530,12 +530,19 @@ async fn kill_9_during_saves_loses_nothing_and_counts_nothing_twice() {
     agent.wait_exit(WAIT);
 }
 
+/// The agent binary with debug logs reads a transcript whose prompt, tool input, tool
+/// output, assistant text and malformed lines hold a canary secret (read at start, live, and
+/// again after a rewrite, which logs at debug): the canary is in neither its logs, `/metrics`,
+/// the landing page nor its state file. The project directory's name (a path, which logs may
+/// name) must not become a label either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transcript_content_never_reaches_metrics() {
+async fn transcript_content_never_reaches_metrics_or_logs() {
     const CANARY: &str = "CANARY-7f3a9c-SECRET";
+    const PROJECT: &str = "-work-PROJECT-e41b";
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home/.claude");
-    let path = home.join("projects/-work-CANARY-7f3a9c-SECRET/s.jsonl");
+    let state = dir.path().join("state");
+    let path = home.join(format!("projects/{PROJECT}/s.jsonl"));
     let prompt = format!(
         r#"{{"type":"user","sessionId":"s","timestamp":"2026-08-01T10:00:00.000Z","message":{{"role":"user","content":"my password is {CANARY}"}}}}"#
     ) + "\n";
@@ -545,29 +552,99 @@ async fn transcript_content_never_reaches_metrics() {
     let tool_use = format!(
         r#"{{"type":"tool_use","id":"t","name":"Bash","input":{{"command":"echo {CANARY}"}}}}"#
     );
+    let said = format!(r#"{{"type":"text","text":"the password is {CANARY}"}}"#);
     append(&path, &prompt);
     append(&path, &response("s", "1", &tool_use, 3));
     append(&path, &tool_result);
-    let (agent, metrics) = start(settings(
-        &[home.to_string_lossy().into_owned()],
-        &dir.path().join("state"),
-        "1h",
-    ))
-    .await;
+    append(&path, &response("s", "2", &said, 4));
+
+    let file = dir.path().join("agent.toml");
+    let text = Config::new()
+        .toml(&state)
+        .replace("log_level = \"info\"", "log_level = \"debug\"")
+        .replace(
+            "[claude]\nhomes = []\n",
+            &format!(
+                "[claude]\nhomes = [{}]\nreconcile_interval = \"1h\"\nsave_interval = \"100ms\"\n",
+                toml_str(&home.to_string_lossy())
+            ),
+        );
+    std::fs::write(&file, text).unwrap();
+    let mut agent = AgentProcess::start(&file);
+    let metrics = MetricsClient::new(agent.metrics_addr().await);
     let me = vibe_agent::transcripts::tail::owner_name(&home);
-    let m = metrics
-        .wait_for("the prompt and the response", |m| {
-            output_tokens(m, &me) == 3.0
+    metrics
+        .wait_for("the prompt and the responses", |m| {
+            output_tokens(m, &me) == 7.0
                 && m.value(&format!(r#"vibe_claude_prompts_total{{user="{me}"}}"#)) == Some(1.0)
         })
         .await;
+
+    // Live: malformed lines quoting the canary (torn JSON, invalid UTF-8), then a response.
+    append(&path, &format!("{{\"type\":\"user\",\"x\":\"{CANARY}\n"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(
+            &[
+                format!("{{\"type\":\"user\",\"x\":\"{CANARY}").as_bytes(),
+                b"\xff\"}\n",
+            ]
+            .concat(),
+        )
+        .unwrap();
+    append(&path, &response("s", "3", &said, 20));
+    let skipped = |m: &Exposition| -> f64 {
+        m.samples()
+            .iter()
+            .filter(|s| s.name == "vibe_claude_transcript_lines_skipped_total")
+            .map(|s| s.value)
+            .sum()
+    };
+    metrics
+        .wait_for("the live lines", |m| {
+            output_tokens(m, &me) == 27.0 && skipped(m) == 2.0
+        })
+        .await;
+
+    // A rewrite (shorter than what was read): read again from the start, logged at debug.
+    std::fs::write(&path, prompt.clone() + &response("s", "4", &said, 100)).unwrap();
+    let m = metrics
+        .wait_for("the rewritten file", |m| output_tokens(m, &me) == 127.0)
+        .await;
+    agent.wait_for_log("transcript replaced or truncated").await;
+
     assert!(!m.text.contains("CANARY"), "content leaked into /metrics");
+    assert!(
+        !m.text.contains("PROJECT-e41b"),
+        "a project path became a label"
+    );
     let landing = metrics.get("/").await.text().await.unwrap();
     assert!(
         !landing.contains("CANARY"),
         "content leaked into the landing page"
     );
-    agent.shutdown().await;
+    agent.signal(Signal::TERM);
+    assert!(
+        agent.wait_exit(WAIT).is_some(),
+        "the agent stops on SIGTERM"
+    );
+    let log = agent.stderr();
+    assert!(log.contains("DEBUG"), "debug logs were written:\n{log}");
+    assert!(
+        !log.contains("CANARY"),
+        "content leaked into the logs:\n{log}"
+    );
+    for f in std::fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        let saved = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !saved.contains("CANARY"),
+            "content leaked into {}",
+            f.display()
+        );
+    }
 }
 
 /// Lines over `claude.max_line_bytes` (whole, or still growing), invalid UTF-8 and torn JSON
