@@ -832,3 +832,97 @@ async fn transcripts_written_by_the_real_cli_add_up_as_ccusage_counts_them() {
     }
     agent.shutdown().await;
 }
+
+/// A real inotify queue overflow, without touching host sysctls: the agent binary is
+/// stopped (SIGSTOP) while more events than `fs.inotify.max_queued_events` are generated,
+/// then new project, session and subagent directories and files are created, whose events
+/// the kernel drops. On SIGCONT the agent sees the overflow, counts it as a watch error and
+/// rescans, so every line is counted although the periodic reconcile is an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inotify_queue_overflow_while_the_agent_is_stopped_is_recovered_by_a_rescan() {
+    let max_queued: u64 = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .expect("read fs.inotify.max_queued_events")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        max_queued <= 1 << 20,
+        "fs.inotify.max_queued_events is {max_queued}: too large to overflow in a test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home/.claude");
+    let state = dir.path().join("state");
+    let first = home.join("projects/p/a.jsonl");
+    append(&first, &response("a", "0", TEXT, 1));
+    let me = vibe_agent::transcripts::tail::owner_name(&home);
+    let file = dir.path().join("agent.toml");
+    let text = Config::new().toml(&state).replace(
+        "[claude]\nhomes = []\n",
+        &format!(
+            "[claude]\nhomes = [{}]\nreconcile_interval = \"1h\"\nsave_interval = \"1s\"\n",
+            toml_str(&home.to_string_lossy())
+        ),
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut agent = AgentProcess::start(&file);
+    let metrics = MetricsClient::new(agent.metrics_addr().await);
+    metrics
+        .wait_for("the first line", |m| output_tokens(m, &me) == 1.0)
+        .await;
+    let watch_errors = |m: &Exposition| {
+        m.value("vibe_claude_transcript_watch_errors_total")
+            .unwrap_or(0.0)
+    };
+    assert_eq!(watch_errors(&metrics.scrape().await), 0.0);
+
+    agent.signal(Signal::STOP);
+    // Alternating appends to two files: consecutive identical events would be coalesced.
+    let appends = max_queued + 2000;
+    let mut files = [&first, &home.join("projects/p/b.jsonl")].map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap()
+    });
+    for i in 0..appends {
+        let f = &mut files[(i % 2) as usize];
+        f.write_all(response("a", &format!("fill{i}"), TEXT, 1).as_bytes())
+            .unwrap();
+    }
+    drop(files);
+    // Created after the queue overflowed: no event for any of these reaches the agent.
+    let late = 30u64;
+    for i in 0..late {
+        append(
+            &home.join(format!("projects/p/s{i}/subagents/agent-{i}.jsonl")),
+            &response(&format!("s{i}"), &format!("sub{i}"), BASH, 1000),
+        );
+        append(
+            &home.join(format!("projects/q{i}/late-{i}.jsonl")),
+            &response(&format!("late{i}"), &format!("late{i}"), TEXT, 1000),
+        );
+    }
+    agent.signal(Signal::CONT);
+
+    let want = (1 + appends + 2 * late * 1000) as f64;
+    let m = metrics
+        .wait_for(
+            "every line, including those whose events were dropped",
+            |m| output_tokens(m, &me) == want,
+        )
+        .await;
+    assert!(
+        watch_errors(&m) >= 1.0,
+        "the overflow was not seen (watch errors {})",
+        watch_errors(&m)
+    );
+    assert_eq!(
+        m.value(&format!(
+            r#"vibe_claude_tool_uses_total{{user="{me}",tool="Bash"}}"#
+        )),
+        Some(late as f64)
+    );
+    agent.signal(Signal::TERM);
+    agent.wait_exit(WAIT);
+}
