@@ -2,7 +2,8 @@
 //! generator's ground truth; live tailing through the real notify tailer in a tempdir home
 //! (appends in random chunks, partial lines, truncation, deletion, a new subagent directory,
 //! a home created after start); restart exactness (lines appended while the agent was down,
-//! `kill -9`); no transcript content in `/metrics`.
+//! `kill -9`); a real inotify queue overflow; transcripts written by the real Claude Code
+//! CLI against ccusage; no transcript content in `/metrics` or the agent binary's logs.
 //!
 //! ccusage comes from npm (`ccusage@20.0.24`, installed into `target/test-deps/ccusage` by
 //! `scripts/test`); `VIBE_TEST_CCUSAGE` may name another binary. The test fails, naming the
