@@ -792,8 +792,8 @@ async fn transcripts_written_by_the_real_cli_add_up_as_ccusage_counts_them() {
     let mut per_model: BTreeMap<String, [u64; 4]> = BTreeMap::new();
     for ((_, model), t) in &peer {
         let e = per_model.entry(model.clone()).or_default();
-        for i in 0..4 {
-            e[i] += t[i];
+        for (sum, v) in e.iter_mut().zip(t) {
+            *sum += v;
         }
     }
     let tokens = |m: &Exposition, model: &str, ty: &str| {
