@@ -307,10 +307,12 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
         config.contains('c') && config.contains('n'),
         "agent.toml flags {config:?}"
     );
-    assert!(
-        flags_of("/usr/share/doc/vibe-agent/README.md").contains('d'),
-        "{flags}"
-    );
+    for doc in [
+        "/usr/share/doc/vibe-agent/README.md",
+        "/usr/share/man/man1/vibe-agent.1.gz",
+    ] {
+        assert!(flags_of(doc).contains('d'), "{doc} is not %doc:\n{flags}");
+    }
     let scripts = run_ok(Command::new(&rpm).args(["-qp", "--scripts"]).arg(&pkgs.rpm));
     for needle in [
         "postinstall scriptlet",
