@@ -22,7 +22,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -344,7 +344,7 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
 // ---------------------------------------------------------------------------------------
 
 /// One install test at a time: they share this machine's /usr, /etc and /var.
-static HOST: Mutex<()> = Mutex::new(());
+static HOST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The machine's systemd booted by `scripts/systemd-sandbox` (the approach of
 /// `systemd/sandbox.rs`), powered off on drop. Its state and every file the test hands to
@@ -764,7 +764,7 @@ fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd() {
-    let _host = HOST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _host = HOST.lock().await;
     let pkgs = packages();
     let jupyter = venv().join("bin/jupyter");
     assert!(
@@ -1140,7 +1140,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
 
 #[tokio::test]
 async fn rpm_installs_into_the_sandbox_and_runs_the_same_service() {
-    let _host = HOST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _host = HOST.lock().await;
     let pkgs = packages();
     tool("rpm", "the Debian package rpm");
     let client = http_client();
