@@ -560,7 +560,8 @@ async fn wait_gone(client: &reqwest::Client, addr: SocketAddr, what: &str) {
     .await
 }
 
-/// Polls `/metrics` every 5 ms until `pred` holds; prints and returns the time since `since`.
+/// Polls `/metrics` every 5 ms until `pred` holds; prints and returns the time since `since`
+/// (just before the command that caused the change).
 async fn await_change(
     client: &reqwest::Client,
     addr: SocketAddr,
@@ -568,12 +569,15 @@ async fn await_change(
     what: &str,
     pred: impl Fn(&Exposition) -> bool,
 ) -> Duration {
+    // Called right after the command returned: how long the command itself took.
+    let command = since.elapsed();
     loop {
         let seen = try_scrape(client, addr).await;
         if seen.as_ref().is_ok_and(&pred) {
             let took = since.elapsed();
             println!(
-                "packaging: {what}: visible in /metrics {took:?} after the command started (target 1 s)"
+                "packaging: {what}: visible in /metrics {took:?} after the command started \
+                 (target 1 s; the command itself took {command:?})"
             );
             return took;
         }
