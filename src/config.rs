@@ -352,56 +352,6 @@ impl Settings {
     }
 }
 
-/// Every key the file accepts, by section, for "did you mean" hints.
-const KNOWN_KEYS: &[&str] = &[
-    "juicefs",
-    "discover",
-    "mountinfo",
-    "mount",
-    "path",
-    "listen",
-    "agent",
-    "service",
-    "systemd",
-    "host",
-    "claude",
-    "metrics",
-    "otlp",
-    "state_dir",
-    "log_level",
-    "name",
-    "unit",
-    "port",
-    "host",
-    "health_url",
-    "kind",
-    "expect_status",
-    "expect_json_field",
-    "expect_json_value",
-    "token",
-    "token_file",
-    "token_env",
-    "interval",
-    "timeout",
-    "units",
-    "bus",
-    "resync_interval",
-    "poll_interval",
-    "call_timeout",
-    "paths",
-    "fs_timeout",
-    "homes",
-    "forward",
-    "metrics_url",
-    "logs_url",
-    "traces_url",
-    "max_line_bytes",
-    "reconcile_interval",
-    "save_interval",
-    "active_window",
-    "prices",
-];
-
 /// Turns the toml crate's error into one message with line and column first, and a
 /// "did you mean" when the key is a near miss of a known one.
 fn parse_message(e: &toml::de::Error, text: &str) -> String {
@@ -419,8 +369,14 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
     {
-        if let Some(best) = KNOWN_KEYS
-            .iter()
+        // The toml crate lists the keys valid at that spot ("expected one of `a`, `b`"):
+        // suggest the nearest of those, so hints follow each section's keys.
+        let valid: Vec<&str> = msg
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        if let Some(best) = valid
+            .into_iter()
             .filter(|k| strsim::levenshtein(k, unknown) <= 2)
             .min_by_key(|k| strsim::levenshtein(k, unknown))
         {

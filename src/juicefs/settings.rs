@@ -89,18 +89,6 @@ impl Default for JuicefsSettings {
     }
 }
 
-/// Keys of `[juicefs]`, for config.rs's "did you mean" hints.
-pub const KEYS: &[&str] = &[
-    "juicefs",
-    "discover",
-    "mountinfo",
-    "metrics_url",
-    "interval",
-    "timeout",
-    "mount",
-    "path",
-];
-
 fn invalid(path: &Path, key: &str, message: String) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_owned(),
