@@ -1137,12 +1137,14 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
     use axum::http::StatusCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    // The upstream: answers 503 to the first 3 requests, then stalls 3 s once, then 200;
-    // records the bodies it accepted, in order.
+    // The upstream: answers 503 to the first 3 requests, then stalls on the 4th until the
+    // test has posted everything (`release`), then 200; records the bodies it accepted, in
+    // order.
     #[derive(Default)]
     struct Upstream {
         calls: AtomicUsize,
         got: std::sync::Mutex<Vec<Vec<u8>>>,
+        release: tokio::sync::Notify,
     }
     let up = Arc::new(Upstream::default());
     let up2 = up.clone();
@@ -1158,7 +1160,7 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
                     if n == 3 {
-                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        up.release.notified().await;
                     }
                     up.got.lock().unwrap().push(body.to_vec());
                     StatusCode::OK
@@ -1183,12 +1185,14 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
     for c in &logs {
         let started = std::time::Instant::now();
         a.post(c).await;
-        // Never blocked by the upstream (generous bound: the upstream stalls for 3 s).
+        // Never blocked by the upstream (which may be stalled right now).
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "the receiver waited on the upstream"
         );
     }
+    // End the stall (a stored permit if the upstream has not reached it yet).
+    up.release.notify_one();
     let want: Vec<Vec<u8>> = logs.iter().map(|c| c.body.clone()).collect();
     wait_until(WAIT, "every body forwarded in order", async || {
         let got = up.got.lock().unwrap().clone();
