@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vibe_agent::config::Settings;
 use vibe_agent::daemon::{self, Agent, Listeners};
 
+use crate::support::claude_cli::{claude_bin, run_turn};
 use crate::support::{Config, Exposition, MetricsClient, WAIT, http_client, repo_root, wait_until};
 
 const CANARY: &str = "vibe-canary-7f3a9c";
@@ -1217,42 +1218,16 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
     a.shutdown().await;
 }
 
-/// The real Claude Code CLI, installed by npm under target/test-deps/claude.
-fn claude_bin() -> PathBuf {
-    let bin = std::env::var_os("VIBE_TEST_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/test-deps/claude/node_modules/.bin/claude"));
-    assert!(
-        bin.exists(),
-        "the real Claude Code CLI is missing at {}: install it with \
-         `npm install --prefix target/test-deps/claude @anthropic-ai/claude-code@2.1.197` \
-         (scripts/test does this)",
-        bin.display()
-    );
-    bin
-}
-
-/// One offline CLI turn against `endpoint` (scripts/claude-code/claude-real-run.sh).
+/// One offline CLI turn against `endpoint` with telemetry in `protocol` and `temporality`.
 fn run_cli(endpoint: &str, home: &Path, protocol: &str, temporality: &str, extra: &[(&str, &str)]) {
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(repo_root().join("scripts/claude-code/claude-real-run.sh"))
-        .arg(endpoint)
-        .arg(home)
-        .env("CLAUDE_BIN", claude_bin())
-        .env("OTLP_PROTOCOL", protocol)
-        .env("TEMPORALITY", temporality)
-        .env("EXPORT_INTERVAL_MS", "300")
-        .env("SSE_DELAY", "0.02");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run claude-real-run.sh");
-    assert!(
-        out.status.success(),
-        "the CLI run failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut env = vec![
+        ("OTLP_PROTOCOL", protocol),
+        ("TEMPORALITY", temporality),
+        ("EXPORT_INTERVAL_MS", "300"),
+        ("SSE_DELAY", "0.02"),
+    ];
+    env.extend_from_slice(extra);
+    run_turn(endpoint, home, &env);
 }
 
 /// Tokens by type and the cost the CLI's own price formula gives, from the transcripts the

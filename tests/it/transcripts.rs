@@ -21,6 +21,7 @@ use vibe_agent::daemon::{self, Agent, Listeners};
 use vibe_agent::transcripts::tail::{TailSettings, TranscriptTail};
 
 use crate::support::agent_process::AgentProcess;
+use crate::support::claude_cli::{claude_bin, run_turn};
 use crate::support::{Config, Exposition, MetricsClient, WAIT, repo_root, toml_str};
 
 const CCUSAGE_INSTALL: &str = "npm install --prefix target/test-deps/ccusage ccusage@20.0.24";
@@ -698,40 +699,11 @@ fn over_long_invalid_and_torn_lines_are_skipped_and_counted_by_reason() {
 // Transcripts written by the real Claude Code CLI
 // ---------------------------------------------------------------------------------------
 
-/// The real Claude Code CLI, installed by npm under target/test-deps/claude.
-fn claude_bin() -> PathBuf {
-    let bin = std::env::var_os("VIBE_TEST_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/test-deps/claude/node_modules/.bin/claude"));
-    assert!(
-        bin.exists(),
-        "the real Claude Code CLI is missing at {}: install it with \
-         `npm install --prefix target/test-deps/claude @anthropic-ai/claude-code@2.1.197` \
-         (scripts/test does this), or set VIBE_TEST_CLAUDE_BIN",
-        bin.display()
-    );
-    bin
-}
-
-/// One offline turn of the real CLI with HOME = `home`, telemetry off
-/// (scripts/claude-code/claude-real-run.sh against its fake Anthropic API).
+/// One offline turn of the real CLI with HOME = `home`, telemetry off.
 fn run_real_cli(home: &Path, extra: &[(&str, &str)]) {
-    let mut cmd = Command::new("bash");
-    cmd.arg(repo_root().join("scripts/claude-code/claude-real-run.sh"))
-        .arg("none")
-        .arg(home)
-        .env("CLAUDE_BIN", claude_bin())
-        .env("EXPORT_WAIT", "0");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run claude-real-run.sh");
-    assert!(
-        out.status.success(),
-        "the CLI run failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut env = vec![("EXPORT_WAIT", "0")];
+    env.extend_from_slice(extra);
+    run_turn("none", home, &env);
 }
 
 /// Two real CLI turns (a tool use, then a `--continue` that appends to the same session):

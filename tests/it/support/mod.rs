@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test module uses a different part of the DSL
 
 pub mod agent_process;
+pub mod claude_cli;
 pub mod fake_http;
 pub mod jupyterlab;
 
