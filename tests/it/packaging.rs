@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::jupyterlab::venv;
+use crate::support::jupyterlab::sandbox_jupyter;
 use crate::support::{
     Exposition, WAIT, end_child, free_port, http_client, repo_root, toml_str, wait_until,
 };
@@ -770,20 +770,7 @@ fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
 async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd() {
     let _host = HOST.lock().await;
     let pkgs = packages();
-    let jupyter = venv().join("bin/jupyter");
-    assert!(
-        jupyter.exists(),
-        "JupyterLab is not installed: {} is missing. Run `bash scripts/test` (it creates the \
-         venv with `pip install jupyterlab` and sets VIBE_TEST_VENV)",
-        jupyter.display()
-    );
-    let jupyter = std::fs::canonicalize(&jupyter).unwrap();
-    assert!(
-        !jupyter.starts_with("/tmp"),
-        "VIBE_TEST_VENV={} is under /tmp, which the systemd sandbox replaces with its own; \
-         use a venv elsewhere (scripts/test makes target/test-deps/venv)",
-        jupyter.display()
-    );
+    let jupyter = sandbox_jupyter();
     let client = http_client();
     let started = Instant::now();
     let sb = Sandbox::start();

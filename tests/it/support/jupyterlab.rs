@@ -21,6 +21,26 @@ pub fn venv() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/test-deps/venv"))
 }
 
+/// The venv's `jupyter`, for units run by the systemd sandbox: it must exist, and must not
+/// live under /tmp, which the sandbox replaces with its own.
+pub fn sandbox_jupyter() -> PathBuf {
+    let jupyter = venv().join("bin/jupyter");
+    assert!(
+        jupyter.exists(),
+        "JupyterLab is not installed: {} is missing. Run `bash scripts/test` (it creates the \
+         venv with `pip install jupyterlab` and sets VIBE_TEST_VENV)",
+        jupyter.display()
+    );
+    let jupyter = std::fs::canonicalize(&jupyter).unwrap();
+    assert!(
+        !jupyter.starts_with("/tmp"),
+        "VIBE_TEST_VENV={} is under /tmp, which the systemd sandbox replaces with its own; \
+         use a venv elsewhere (scripts/test makes target/test-deps/venv)",
+        jupyter.display()
+    );
+    jupyter
+}
+
 pub struct JupyterLab {
     pub port: u16,
     pub token: String,

@@ -18,7 +18,7 @@ use vibe_agent::config::Settings;
 use vibe_agent::daemon::{self, Listeners};
 
 use super::{of, state};
-use crate::support::jupyterlab::venv;
+use crate::support::jupyterlab::sandbox_jupyter;
 use crate::support::{Exposition, MetricsClient, WAIT, free_port, repo_root, toml_str};
 
 /// How long one change may take to show in `/metrics` before the test fails. The target is
@@ -164,21 +164,7 @@ fn unit_file(description: &str, service: &str) -> String {
 
 #[tokio::test]
 async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
-    let venv = venv();
-    let jupyter = venv.join("bin/jupyter");
-    assert!(
-        jupyter.exists(),
-        "JupyterLab is not installed: {} is missing. Run `bash scripts/test` (it creates the \
-         venv with `pip install jupyterlab` and sets VIBE_TEST_VENV)",
-        jupyter.display()
-    );
-    let venv = std::fs::canonicalize(&venv).unwrap();
-    assert!(
-        !venv.starts_with("/tmp"),
-        "VIBE_TEST_VENV={} is under /tmp, which the systemd sandbox replaces with its own; \
-         use a venv elsewhere (scripts/test makes target/test-deps/venv)",
-        venv.display()
-    );
+    let jupyter = sandbox_jupyter();
 
     let sb = Sandbox::start();
     let (jupyter_port, web_port) = (free_port(), free_port());
