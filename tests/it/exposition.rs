@@ -2,11 +2,12 @@
 //! exposition, the text format's content type, gzip, the health and readiness endpoints,
 //! and the landing page's table of checks.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Read;
 
 use crate::support::fake_http::FakeHttp;
-use crate::support::{Config, Exposition, Service, TestAgent, WAIT, wait_until};
+use crate::support::{
+    Config, Exposition, Service, TestAgent, WAIT, assert_promtool_accepts, wait_until,
+};
 
 /// Every kind of series present: services up (code-server and JupyterLab fakes), an
 /// existing and a missing path, host and process figures.
@@ -44,36 +45,7 @@ async fn promtool_finds_nothing_to_report_in_a_full_exposition() {
     let agent = TestAgent::start(&full_config(&cs, &jl)).await;
     let m = agent.wait_for("a full exposition", full).await;
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}): install Debian's `prometheus` package \
-                 (`bash scripts/test` does)"
-            )
-        });
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(m.text.as_bytes())
-        .expect("feed promtool");
-    let out = promtool.wait_with_output().expect("promtool runs");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.is_empty(),
-        "promtool check metrics: {}\n{said}\n--- exposition ---\n{}",
-        out.status,
-        m.text
-    );
+    assert_promtool_accepts(&m.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@ use crate::juicefs_fuse::{HangableMount, Statfs};
 use crate::support::agent_process::{self, vibe_agent};
 use crate::support::fake_http::{FakeHttp, Reply};
 use crate::support::{
-    Config, Exposition, MetricsClient, WAIT, end_child, fixture, free_port, toml_str, wait_until,
+    Config, Exposition, MetricsClient, WAIT, assert_promtool_accepts, end_child, fixture,
+    free_port, toml_str, wait_until,
 };
 
 const GIB: u64 = 1 << 30;
@@ -97,39 +98,6 @@ impl Drop for AgentChild {
     fn drop(&mut self) {
         end_child(&mut self.child, Duration::from_secs(5), false);
     }
-}
-
-/// promtool's verdict on an exposition: it must find nothing to report.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}): install Debian's `prometheus` package \
-                 (`bash scripts/test` does)"
-            )
-        });
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = promtool.wait_with_output().expect("promtool runs");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
 }
 
 /// Writes an agent config: no services, no host paths, the given `[juicefs]` lines.
@@ -492,6 +460,6 @@ async fn mounts_come_and_go_with_the_mount_table() {
         .filter(|l| l.contains("vibe_juicefs_"))
         .map(|l| format!("{l}\n"))
         .collect();
-    promtool_accepts(&juicefs_only);
+    assert_promtool_accepts(&juicefs_only);
     agent.shutdown().await;
 }

@@ -21,7 +21,6 @@
 mod fake_systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -35,8 +34,8 @@ use vibe_agent::daemon::{self, Agent, Listeners};
 
 use crate::support::fake_http::{FakeHttp, Reply};
 use crate::support::{
-    Exposition, MetricsClient, WAIT, end_child, fixture, free_port, http_client, repo_root,
-    toml_str, wait_until,
+    Exposition, MetricsClient, WAIT, assert_promtool_accepts, end_child, fixture, free_port,
+    http_client, repo_root, toml_str, wait_until,
 };
 use fake_systemd::{DbusDaemon, FakeSystemd, FakeUnit};
 
@@ -942,30 +941,7 @@ async fn every_metric_of_the_dashboards_and_rules_is_exported_or_recorded() {
     );
 
     // promtool's linter accepts the full exposition.
-    let promtool = tool("promtool", PROMETHEUS_PACKAGE);
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool check metrics");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(m.text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics on the full exposition said:\n{said}"
-    );
+    assert_promtool_accepts(&m.text);
 
     full.shutdown().await;
 }
