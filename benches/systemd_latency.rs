@@ -321,7 +321,7 @@ async fn main() {
             agent_config(&sb.bus(), units, dir, &format!("127.0.0.1:{port}")),
         )
         .unwrap();
-        Child2(
+        let child = Child2(
             Command::new(bin)
                 .arg("--config")
                 .arg(&cfg)
@@ -329,12 +329,45 @@ async fn main() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        )
+        );
+        (child, port)
     };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let watching = run("[\"bench-*.service\"]", d1.path());
-    let peer = run("[]", d2.path());
-    tokio::time::sleep(Duration::from_secs(3)).await; // connected and first reads done
+    let (watching, watching_port) = run("[\"bench-*.service\"]", d1.path());
+    let (peer, peer_port) = run("[]", d2.path());
+    // Idle starts once both agents answer /metrics and the watching one is connected to the
+    // bus with every unit read (the peer watches nothing, so its systemd source stays idle).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (port, units) in [(watching_port, UNITS), (peer_port, 0)] {
+        loop {
+            let text = match http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            // One-hot: each unit read has exactly one state at 1.
+            let read = text
+                .lines()
+                .filter(|l| l.starts_with("vibe_unit_state{") && l.ends_with("} 1"))
+                .count();
+            let ready = if units == 0 {
+                text.contains("vibe_agent_build_info")
+            } else {
+                text.contains("vibe_agent_source_up{source=\"systemd\"} 1") && read >= units
+            };
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent on :{port} not ready in 30 s ({read} of {units} units read)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let others: Vec<(String, u32)> = sb
         .host_pids("systemd")
         .into_iter()
