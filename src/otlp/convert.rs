@@ -9,13 +9,16 @@
 //! What cannot be converted is counted by reason, never silently dropped; the receiver
 //! reports those counts as OTLP partial success.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, NumberDataPoint, Sum, metric::Data, number_data_point,
+};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::names::{NameKind, label_name, metric_name};
@@ -23,23 +26,28 @@ use super::names::{NameKind, label_name, metric_name};
 /// Longest label value kept; longer values are cut (a label is not a place for text).
 pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 
-/// Which attributes become labels.
+/// Which attributes become labels, and the label name each becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelPolicy {
-    /// Attribute keys, sorted.
-    allow: Vec<String>,
+    /// (attribute key, label name), sorted by key.
+    allow: Vec<(String, String)>,
 }
 
 impl LabelPolicy {
     pub fn new(allow: &[String]) -> Self {
-        let mut allow = allow.to_vec();
+        let mut allow: Vec<(String, String)> =
+            allow.iter().map(|k| (k.clone(), label_name(k))).collect();
         allow.sort();
         allow.dedup();
         Self { allow }
     }
 
-    fn allows(&self, key: &str) -> bool {
-        self.allow.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+    /// The label name of an allowed attribute key.
+    fn label(&self, key: &str) -> Option<&str> {
+        self.allow
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.allow[i].1.as_str())
     }
 }
 
@@ -245,115 +253,179 @@ pub struct LogsBatch {
 /// Reserved prefixes: an OTLP client must not be able to overwrite the agent's families.
 const RESERVED_PREFIXES: &[&str] = &["vibe_", "process_"];
 
+/// An attribute value, borrowed from a decoded message ([`AttrValue::from_prost`]) or
+/// straight from protobuf bytes ([`super::wire`]). Both paths hash and label through it, so
+/// a stream has the same hash whichever way its request was decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue<'a> {
+    /// No value.
+    Empty,
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+    Array(Vec<AttrValue<'a>>),
+    Kvlist(Vec<Attr<'a>>),
+    /// A kind this agent does not read (a string-table index).
+    Other,
+}
+
+/// One attribute, borrowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr<'a> {
+    pub key: &'a str,
+    pub value: AttrValue<'a>,
+}
+
+impl<'a> Attr<'a> {
+    pub fn from_prost(kv: &'a KeyValue) -> Self {
+        Attr {
+            key: &kv.key,
+            value: AttrValue::from_prost(kv.value.as_ref()),
+        }
+    }
+}
+
+/// `text` cut to at most [`MAX_LABEL_VALUE_CHARS`] bytes, on a character boundary.
+fn cut(text: &str) -> &str {
+    if text.len() <= MAX_LABEL_VALUE_CHARS {
+        return text;
+    }
+    let end = (0..=MAX_LABEL_VALUE_CHARS)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
+impl<'a> AttrValue<'a> {
+    pub fn from_prost(v: Option<&'a AnyValue>) -> Self {
+        match v.and_then(|v| v.value.as_ref()) {
+            None => AttrValue::Empty,
+            Some(Value::StringValue(s)) => AttrValue::Str(s),
+            Some(Value::BoolValue(b)) => AttrValue::Bool(*b),
+            Some(Value::IntValue(i)) => AttrValue::Int(*i),
+            Some(Value::DoubleValue(d)) => AttrValue::Double(*d),
+            Some(Value::BytesValue(b)) => AttrValue::Bytes(b),
+            Some(Value::ArrayValue(a)) => {
+                AttrValue::Array(a.values.iter().map(|v| Self::from_prost(Some(v))).collect())
+            }
+            Some(Value::KvlistValue(kv)) => {
+                AttrValue::Kvlist(kv.values.iter().map(Attr::from_prost).collect())
+            }
+            Some(_) => AttrValue::Other,
+        }
+    }
+
+    /// The label value: scalars only, cut to [`MAX_LABEL_VALUE_CHARS`].
+    pub fn text(&self) -> Option<Cow<'a, str>> {
+        match self {
+            AttrValue::Str(s) => Some(Cow::Borrowed(cut(s))),
+            AttrValue::Bool(b) => Some(Cow::Owned(b.to_string())),
+            AttrValue::Int(i) => Some(Cow::Owned(i.to_string())),
+            AttrValue::Double(d) => Some(Cow::Owned(cut(&d.to_string()).to_string())),
+            _ => None,
+        }
+    }
+
+    /// A number from a value of any kind: ints, doubles, and strings such as "81".
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            AttrValue::Int(i) => Some(*i as f64),
+            AttrValue::Double(d) => Some(*d),
+            AttrValue::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .filter(|x: &f64| x.is_finite())
+    }
+
+    /// Feeds the value's identity into a hash buffer.
+    fn feed(&self, buf: &mut Vec<u8>) {
+        match self {
+            AttrValue::Empty => buf.push(0),
+            AttrValue::Str(s) => {
+                buf.push(1);
+                buf.extend_from_slice(s.as_bytes());
+            }
+            AttrValue::Bool(b) => buf.extend_from_slice(&[2, *b as u8]),
+            AttrValue::Int(i) => {
+                buf.push(3);
+                buf.extend_from_slice(&i.to_le_bytes());
+            }
+            AttrValue::Double(d) => {
+                buf.push(4);
+                buf.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            AttrValue::Bytes(b) => {
+                buf.push(5);
+                buf.extend_from_slice(b);
+            }
+            AttrValue::Array(a) => {
+                buf.push(6);
+                for v in a {
+                    v.feed(buf);
+                    buf.push(0xfe);
+                }
+            }
+            AttrValue::Kvlist(kv) => {
+                buf.push(7);
+                for a in kv {
+                    buf.extend_from_slice(a.key.as_bytes());
+                    buf.push(0xff);
+                    a.value.feed(buf);
+                    buf.push(0xfe);
+                }
+            }
+            AttrValue::Other => buf.push(8),
+        }
+    }
+}
+
 /// A Prometheus label value for an attribute, if it has a scalar value.
 pub fn value_text(v: &AnyValue) -> Option<String> {
-    let mut s = match v.value.as_ref()? {
-        Value::StringValue(s) => s.clone(),
-        Value::BoolValue(b) => b.to_string(),
-        Value::IntValue(i) => i.to_string(),
-        Value::DoubleValue(d) => d.to_string(),
-        _ => return None,
-    };
-    if s.len() > MAX_LABEL_VALUE_CHARS {
-        let cut = (0..=MAX_LABEL_VALUE_CHARS)
-            .rev()
-            .find(|i| s.is_char_boundary(*i))
-            .unwrap_or(0);
-        s.truncate(cut);
-    }
-    Some(s)
+    AttrValue::from_prost(Some(v)).text().map(Cow::into_owned)
 }
 
 /// A number from an attribute of any kind: ints, doubles, and strings such as "81".
 pub fn value_number(v: &AnyValue) -> Option<f64> {
-    match v.value.as_ref()? {
-        Value::IntValue(i) => Some(*i as f64),
-        Value::DoubleValue(d) => Some(*d),
-        Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|x: &f64| x.is_finite())
-}
-
-fn feed_value(buf: &mut Vec<u8>, v: Option<&AnyValue>) {
-    match v.and_then(|v| v.value.as_ref()) {
-        None => buf.push(0),
-        Some(Value::StringValue(s)) => {
-            buf.push(1);
-            buf.extend_from_slice(s.as_bytes());
-        }
-        Some(Value::BoolValue(b)) => buf.extend_from_slice(&[2, *b as u8]),
-        Some(Value::IntValue(i)) => {
-            buf.push(3);
-            buf.extend_from_slice(&i.to_le_bytes());
-        }
-        Some(Value::DoubleValue(d)) => {
-            buf.push(4);
-            buf.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
-        Some(Value::BytesValue(b)) => {
-            buf.push(5);
-            buf.extend_from_slice(b);
-        }
-        Some(Value::ArrayValue(a)) => {
-            buf.push(6);
-            for v in &a.values {
-                feed_value(buf, Some(v));
-                buf.push(0xfe);
-            }
-        }
-        Some(Value::KvlistValue(kv)) => {
-            buf.push(7);
-            for kv in &kv.values {
-                buf.extend_from_slice(kv.key.as_bytes());
-                buf.push(0xff);
-                feed_value(buf, kv.value.as_ref());
-                buf.push(0xfe);
-            }
-        }
-        Some(_) => buf.push(8),
-    }
+    AttrValue::from_prost(Some(v)).number()
 }
 
 /// An order-insensitive hash of a set of attributes: attribute order may differ between
 /// exporters, the set is what identifies a stream.
-fn hash_attrs(attrs: &[KeyValue], seed: u64, buf: &mut Vec<u8>) -> u64 {
+fn hash_attrs(attrs: &[Attr], seed: u64, buf: &mut Vec<u8>) -> u64 {
     let mut h = 0u64;
-    for kv in attrs {
+    for a in attrs {
         buf.clear();
-        buf.extend_from_slice(kv.key.as_bytes());
+        buf.extend_from_slice(a.key.as_bytes());
         buf.push(0xff);
-        feed_value(buf, kv.value.as_ref());
+        a.value.feed(buf);
         h = h.wrapping_add(xxh3_64_with_seed(buf, seed));
     }
     h
 }
 
-fn session_hash(attrs: &[KeyValue]) -> Option<u64> {
+fn session_hash(attrs: &[Attr]) -> Option<u64> {
     attrs
         .iter()
-        .find(|kv| kv.key == "session.id")
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(value_text)
+        .find(|a| a.key == "session.id")
+        .and_then(|a| a.value.text())
         .map(|s| xxh3_64_with_seed(s.as_bytes(), 7))
 }
 
-fn labels(policy: &LabelPolicy, resource: &[KeyValue], attrs: &[KeyValue]) -> Labels {
-    let mut out: Labels = Vec::new();
-    // Point attributes win over resource attributes of the same key.
-    for kv in attrs.iter().chain(resource) {
-        if policy.allows(&kv.key) {
-            let name = label_name(&kv.key);
-            if out.iter().any(|(n, _)| *n == name) {
+/// Allowed attributes as labels, first of each label name wins, appended to `out`.
+fn push_labels(policy: &LabelPolicy, attrs: &[Attr], out: &mut Labels) {
+    for a in attrs {
+        if let Some(name) = policy.label(a.key) {
+            if out.iter().any(|(n, _)| n == name) {
                 continue;
             }
-            if let Some(v) = kv.value.as_ref().and_then(value_text) {
-                out.push((name, v));
+            if let Some(v) = a.value.text() {
+                out.push((name.to_string(), v.into_owned()));
             }
         }
     }
-    out.sort();
-    out
 }
 
 fn temporality(t: i32) -> Option<Temporality> {
@@ -364,159 +436,296 @@ fn temporality(t: i32) -> Option<Temporality> {
     }
 }
 
-/// Converts a metrics request under `policy`.
+/// The kind of a metric's data, and what conversion needs of it besides its points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataKind {
+    /// The metric has no data.
+    None,
+    Sum {
+        temporality: i32,
+        monotonic: bool,
+    },
+    Gauge,
+    Histogram {
+        temporality: i32,
+    },
+    ExponentialHistogram,
+    Summary,
+}
+
+/// What every point of one metric shares.
+pub struct MetricCtx {
+    family: Arc<str>,
+    hash: u64,
+    kind: DataKind,
+    temporality: Temporality,
+}
+
+/// A [`MetricsBatch`] under construction: the one place the conversion rules live. The
+/// decoded-message walk ([`metrics`]) and the protobuf-bytes walk ([`super::wire`]) both
+/// feed it resources, scopes, metrics and points in request order.
+pub struct BatchBuilder<'p> {
+    policy: &'p LabelPolicy,
+    out: MetricsBatch,
+    buf: Vec<u8>,
+    resource_hash: u64,
+    resource_labels: Labels,
+    scope_hash: u64,
+}
+
+impl<'p> BatchBuilder<'p> {
+    pub fn new(policy: &'p LabelPolicy) -> Self {
+        Self {
+            policy,
+            out: MetricsBatch::default(),
+            buf: Vec::with_capacity(256),
+            resource_hash: 0,
+            resource_labels: Vec::new(),
+            scope_hash: 0,
+        }
+    }
+
+    /// Starts a resource: its attributes are part of every stream's identity, and the
+    /// allowed ones label its points unless a point has the label itself.
+    pub fn resource(&mut self, attrs: &[Attr]) {
+        self.resource_hash = hash_attrs(attrs, 1, &mut self.buf);
+        self.resource_labels.clear();
+        push_labels(self.policy, attrs, &mut self.resource_labels);
+    }
+
+    /// Starts a scope (`None` when the request names none).
+    pub fn scope(&mut self, name: Option<&str>) {
+        self.scope_hash = name.map_or(0, |n| xxh3_64_with_seed(n.as_bytes(), 3));
+    }
+
+    /// Starts a metric with `n_points` points; `None` (with the points counted as dropped)
+    /// when none of them can be converted.
+    pub fn metric(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        kind: DataKind,
+        n_points: usize,
+    ) -> Option<MetricCtx> {
+        let n = n_points as u64;
+        let name_kind = match kind {
+            DataKind::None => {
+                self.out.drops.add(DropReason::NoValue, 1);
+                self.out.total_points += 1;
+                return None;
+            }
+            DataKind::ExponentialHistogram | DataKind::Summary => {
+                self.out.total_points += n;
+                self.out.drops.add(DropReason::UnsupportedType, n);
+                return None;
+            }
+            DataKind::Sum {
+                monotonic: true, ..
+            } => NameKind::Counter,
+            DataKind::Sum { .. } | DataKind::Gauge => NameKind::Gauge,
+            DataKind::Histogram { .. } => NameKind::Histogram,
+        };
+        self.out.total_points += n;
+        let family = metric_name(name, unit, name_kind);
+        if family.is_empty() || RESERVED_PREFIXES.iter().any(|p| family.starts_with(p)) {
+            self.out.drops.add(DropReason::BadName, n);
+            return None;
+        }
+        let family: Arc<str> = Arc::from(family);
+        if !description.is_empty() && !self.out.help.iter().any(|(f, _)| *f == family) {
+            self.out
+                .help
+                .push((family.clone(), description.to_string()));
+        }
+        let temporality = match kind {
+            DataKind::Sum { temporality, .. } | DataKind::Histogram { temporality } => {
+                let Some(t) = self::temporality(temporality) else {
+                    self.out.drops.add(DropReason::UnspecifiedTemporality, n);
+                    return None;
+                };
+                t
+            }
+            _ => Temporality::Cumulative,
+        };
+        let hash = xxh3_64(family.as_bytes())
+            .wrapping_add(self.resource_hash)
+            .wrapping_add(self.scope_hash);
+        Some(MetricCtx {
+            family,
+            hash,
+            kind,
+            temporality,
+        })
+    }
+
+    fn push(&mut self, m: &MetricCtx, attrs: &[Attr], start: u64, time: u64, value: PointValue) {
+        if let Some(s) = session_hash(attrs) {
+            self.out.sessions.push(s);
+        }
+        let mut labels = Vec::new();
+        push_labels(self.policy, attrs, &mut labels);
+        for (n, v) in &self.resource_labels {
+            if !labels.iter().any(|(have, _)| have == n) {
+                labels.push((n.clone(), v.clone()));
+            }
+        }
+        labels.sort();
+        let stream = m.hash.wrapping_add(hash_attrs(attrs, 2, &mut self.buf));
+        self.out.points.push(Point {
+            family: m.family.clone(),
+            labels,
+            stream,
+            start_unix_nano: start,
+            time_unix_nano: time,
+            value,
+        });
+    }
+
+    /// A point of a sum or gauge; `value` is `None` when the point carries none.
+    pub fn number_point(
+        &mut self,
+        m: &MetricCtx,
+        attrs: &[Attr],
+        start: u64,
+        time: u64,
+        value: Option<f64>,
+    ) {
+        let value = match m.kind {
+            DataKind::Sum { monotonic, .. } => {
+                let value = value.unwrap_or(f64::NAN);
+                if !value.is_finite() {
+                    self.out.drops.add(DropReason::NoValue, 1);
+                    return;
+                }
+                if monotonic && m.temporality == Temporality::Delta && value < 0.0 {
+                    self.out.drops.add(DropReason::NegativeDelta, 1);
+                    return;
+                }
+                PointValue::Sum {
+                    temporality: m.temporality,
+                    monotonic,
+                    value,
+                }
+            }
+            DataKind::Gauge => match value {
+                Some(v) => PointValue::Gauge(v),
+                None => {
+                    self.out.drops.add(DropReason::NoValue, 1);
+                    return;
+                }
+            },
+            _ => return,
+        };
+        self.push(m, attrs, start, time, value);
+    }
+
+    /// A point of an explicit-bucket histogram.
+    #[allow(clippy::too_many_arguments)]
+    pub fn histogram_point(
+        &mut self,
+        m: &MetricCtx,
+        attrs: &[Attr],
+        start: u64,
+        time: u64,
+        count: u64,
+        sum: Option<f64>,
+        bounds: Vec<f64>,
+        mut buckets: Vec<u64>,
+    ) {
+        if buckets.is_empty() && bounds.is_empty() {
+            buckets = vec![count];
+        }
+        let sorted = bounds.windows(2).all(|w| w[0] < w[1]);
+        if buckets.len() != bounds.len() + 1 || !sorted || bounds.iter().any(|b| !b.is_finite()) {
+            self.out.drops.add(DropReason::BadBuckets, 1);
+            return;
+        }
+        let value = PointValue::Histogram {
+            temporality: m.temporality,
+            count,
+            sum: sum.filter(|s| s.is_finite()).unwrap_or(0.0),
+            bounds,
+            buckets,
+        };
+        self.push(m, attrs, start, time, value);
+    }
+
+    pub fn finish(mut self) -> MetricsBatch {
+        self.out.sessions.sort_unstable();
+        self.out.sessions.dedup();
+        self.out
+    }
+}
+
+/// Converts a decoded metrics request under `policy` (the OTLP/JSON path; protobuf bodies
+/// take [`super::wire::metrics`], which gives the same batch without decoding first).
 pub fn metrics(req: &ExportMetricsServiceRequest, policy: &LabelPolicy) -> MetricsBatch {
-    let mut out = MetricsBatch::default();
-    let mut buf = Vec::with_capacity(256);
-    let mut sessions: Vec<u64> = Vec::new();
+    fn attrs_of<'a>(out: &mut Vec<Attr<'a>>, kvs: &'a [KeyValue]) {
+        out.clear();
+        out.extend(kvs.iter().map(Attr::from_prost));
+    }
+    let mut b = BatchBuilder::new(policy);
+    let mut attrs = Vec::new();
     for rm in &req.resource_metrics {
-        let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let resource_hash = hash_attrs(resource, 1, &mut buf);
+        attrs_of(
+            &mut attrs,
+            rm.resource.as_ref().map_or(&[], |r| &r.attributes),
+        );
+        b.resource(&attrs);
         for sm in &rm.scope_metrics {
-            let scope_hash = sm
-                .scope
-                .as_ref()
-                .map_or(0, |s| xxh3_64_with_seed(s.name.as_bytes(), 3));
+            b.scope(sm.scope.as_ref().map(|s| s.name.as_str()));
             for m in &sm.metrics {
-                let (kind, n_points) = match &m.data {
-                    None => {
-                        out.drops.add(DropReason::NoValue, 1);
-                        out.total_points += 1;
-                        continue;
-                    }
+                let (kind, n) = match &m.data {
+                    None => (DataKind::None, 0),
                     Some(Data::Sum(s)) => (
-                        if s.is_monotonic {
-                            NameKind::Counter
-                        } else {
-                            NameKind::Gauge
+                        DataKind::Sum {
+                            temporality: s.aggregation_temporality,
+                            monotonic: s.is_monotonic,
                         },
                         s.data_points.len(),
                     ),
-                    Some(Data::Gauge(g)) => (NameKind::Gauge, g.data_points.len()),
-                    Some(Data::Histogram(h)) => (NameKind::Histogram, h.data_points.len()),
+                    Some(Data::Gauge(g)) => (DataKind::Gauge, g.data_points.len()),
+                    Some(Data::Histogram(h)) => (
+                        DataKind::Histogram {
+                            temporality: h.aggregation_temporality,
+                        },
+                        h.data_points.len(),
+                    ),
                     Some(Data::ExponentialHistogram(h)) => {
-                        out.total_points += h.data_points.len() as u64;
-                        out.drops
-                            .add(DropReason::UnsupportedType, h.data_points.len() as u64);
-                        continue;
+                        (DataKind::ExponentialHistogram, h.data_points.len())
                     }
-                    Some(Data::Summary(s)) => {
-                        out.total_points += s.data_points.len() as u64;
-                        out.drops
-                            .add(DropReason::UnsupportedType, s.data_points.len() as u64);
-                        continue;
-                    }
+                    Some(Data::Summary(s)) => (DataKind::Summary, s.data_points.len()),
                 };
-                out.total_points += n_points as u64;
-                let name = metric_name(&m.name, &m.unit, kind);
-                if name.is_empty() || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                    out.drops.add(DropReason::BadName, n_points as u64);
+                let Some(ctx) = b.metric(&m.name, &m.unit, &m.description, kind, n) else {
                     continue;
-                }
-                let family: Arc<str> = Arc::from(name);
-                if !m.description.is_empty() && !out.help.iter().any(|(f, _)| *f == family) {
-                    out.help.push((family.clone(), m.description.clone()));
-                }
-                let metric_hash = xxh3_64(family.as_bytes())
-                    .wrapping_add(resource_hash)
-                    .wrapping_add(scope_hash);
-                let mut point = |attrs: &[KeyValue], start, time, value| {
-                    if let Some(s) = session_hash(attrs) {
-                        if !sessions.contains(&s) {
-                            sessions.push(s);
-                        }
-                    }
-                    out.points.push(Point {
-                        family: family.clone(),
-                        labels: labels(policy, resource, attrs),
-                        stream: metric_hash.wrapping_add(hash_attrs(attrs, 2, &mut buf)),
-                        start_unix_nano: start,
-                        time_unix_nano: time,
-                        value,
-                    });
+                };
+                let number = |p: &NumberDataPoint| match p.value {
+                    Some(number_data_point::Value::AsDouble(v)) => Some(v),
+                    Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
+                    None => None,
                 };
                 match &m.data {
-                    Some(Data::Sum(s)) => {
-                        let Some(t) = temporality(s.aggregation_temporality) else {
-                            out.drops
-                                .add(DropReason::UnspecifiedTemporality, n_points as u64);
-                            continue;
-                        };
-                        for p in &s.data_points {
-                            let value = match p.value {
-                                Some(number_data_point::Value::AsDouble(v)) => v,
-                                Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                None => f64::NAN,
-                            };
-                            if !value.is_finite() {
-                                out.drops.add(DropReason::NoValue, 1);
-                                continue;
-                            }
-                            if s.is_monotonic && t == Temporality::Delta && value < 0.0 {
-                                out.drops.add(DropReason::NegativeDelta, 1);
-                                continue;
-                            }
-                            point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                PointValue::Sum {
-                                    temporality: t,
-                                    monotonic: s.is_monotonic,
-                                    value,
-                                },
-                            );
-                        }
-                    }
-                    Some(Data::Gauge(g)) => {
-                        for p in &g.data_points {
-                            let value = match p.value {
-                                Some(number_data_point::Value::AsDouble(v)) => v,
-                                Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                None => {
-                                    out.drops.add(DropReason::NoValue, 1);
-                                    continue;
-                                }
-                            };
-                            point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                PointValue::Gauge(value),
-                            );
+                    Some(Data::Sum(Sum { data_points, .. }))
+                    | Some(Data::Gauge(Gauge { data_points })) => {
+                        for p in data_points {
+                            attrs_of(&mut attrs, &p.attributes);
+                            let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+                            b.number_point(&ctx, &attrs, start, time, number(p));
                         }
                     }
                     Some(Data::Histogram(h)) => {
-                        let Some(t) = temporality(h.aggregation_temporality) else {
-                            out.drops
-                                .add(DropReason::UnspecifiedTemporality, n_points as u64);
-                            continue;
-                        };
                         for p in &h.data_points {
-                            let mut buckets = p.bucket_counts.clone();
-                            let bounds = p.explicit_bounds.clone();
-                            if buckets.is_empty() && bounds.is_empty() {
-                                buckets = vec![p.count];
-                            }
-                            let sorted = bounds.windows(2).all(|w| w[0] < w[1]);
-                            if buckets.len() != bounds.len() + 1
-                                || !sorted
-                                || bounds.iter().any(|b| !b.is_finite())
-                            {
-                                out.drops.add(DropReason::BadBuckets, 1);
-                                continue;
-                            }
-                            point(
-                                &p.attributes,
+                            attrs_of(&mut attrs, &p.attributes);
+                            b.histogram_point(
+                                &ctx,
+                                &attrs,
                                 p.start_time_unix_nano,
                                 p.time_unix_nano,
-                                PointValue::Histogram {
-                                    temporality: t,
-                                    count: p.count,
-                                    sum: p.sum.filter(|s| s.is_finite()).unwrap_or(0.0),
-                                    bounds,
-                                    buckets,
-                                },
+                                p.count,
+                                p.sum,
+                                p.explicit_bounds.clone(),
+                                p.bucket_counts.clone(),
                             );
                         }
                     }
@@ -525,8 +734,7 @@ pub fn metrics(req: &ExportMetricsServiceRequest, policy: &LabelPolicy) -> Metri
             }
         }
     }
-    out.sessions = sessions;
-    out
+    b.finish()
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
@@ -571,7 +779,8 @@ pub fn logs(req: &ExportLogsServiceRequest) -> LogsBatch {
                     out.drops.add(DropReason::NotAnEvent, 1);
                     continue;
                 };
-                if let Some(s) = session_hash(attrs) {
+                let borrowed: Vec<Attr> = attrs.iter().map(Attr::from_prost).collect();
+                if let Some(s) = session_hash(&borrowed) {
                     if !out.sessions.contains(&s) {
                         out.sessions.push(s);
                     }
@@ -611,8 +820,8 @@ pub fn logs(req: &ExportLogsServiceRequest) -> LogsBatch {
                 };
                 buf.clear();
                 buf.extend_from_slice(&time.to_le_bytes());
-                feed_value(&mut buf, r.body.as_ref());
-                let dedupe = xxh3_64(&buf).wrapping_add(hash_attrs(attrs, 5, &mut buf));
+                AttrValue::from_prost(r.body.as_ref()).feed(&mut buf);
+                let dedupe = xxh3_64(&buf).wrapping_add(hash_attrs(&borrowed, 5, &mut buf));
                 out.events.push(Event {
                     kind,
                     dedupe,
