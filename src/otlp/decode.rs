@@ -1,6 +1,7 @@
 //! Request bodies to OTLP messages: content type and encoding, gzip with a limit that
 //! applies after decompression (so a gzip bomb stops at the limit), and protobuf or
-//! OTLP/JSON decoding. Pure: bytes in, messages or an [`OtlpError`] out.
+//! OTLP/JSON decoding. Pure: bytes in, messages (or converted metrics) or an [`OtlpError`]
+//! out.
 
 use std::io::Read;
 
@@ -9,7 +10,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use super::{OtlpError, Signal, json};
+use super::convert::{self, LabelPolicy, MetricsBatch};
+use super::{OtlpError, Signal, json, wire};
 
 /// How a body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,22 @@ pub fn metrics(body: &[u8], format: Format) -> Result<ExportMetricsServiceReques
         Format::Json => {
             json::metrics_request(body).map_err(|e| malformed(Signal::Metrics, format, e))
         }
+    }
+}
+
+/// A metrics request converted under `policy`. Protobuf bodies are converted as they are
+/// read ([`wire`]), without decoding them into messages first; OTLP/JSON is decoded, then
+/// converted ([`convert::metrics`]). Both give the same batch for the same request.
+pub fn metrics_batch(
+    body: &[u8],
+    format: Format,
+    policy: &LabelPolicy,
+) -> Result<MetricsBatch, OtlpError> {
+    match format {
+        Format::Protobuf => {
+            wire::metrics(body, policy).map_err(|e| malformed(Signal::Metrics, format, e))
+        }
+        Format::Json => Ok(convert::metrics(&metrics(body, format)?, policy)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Claude Code telemetry: an OTLP/HTTP receiver whose metrics and events become
 //! Prometheus counters that survive Claude sessions and agent restarts.
 //!
-//! The module owns everything OTLP: decoding request bodies ([`decode`], [`json`]), the
+//! The module owns everything OTLP: decoding request bodies ([`decode`], [`json`], and [`wire`], which converts protobuf
+//! metrics without decoding them first), the
 //! pure conversion into label-filtered batches ([`convert`]), the telemetry state the model
 //! folds those batches into ([`state`]), its metric families ([`families`]), the HTTP
 //! receiver on the OTLP listener ([`receiver`]), the state file ([`persist`]) and its
@@ -24,6 +25,7 @@ pub mod receiver;
 pub mod service;
 pub mod settings;
 pub mod state;
+pub mod wire;
 
 pub use service::{TelemetryService, start};
 pub use settings::OtlpSettings;

@@ -340,9 +340,8 @@ async fn handle(
         Err(e) => return r.refuse(path, signal, format, wire_bytes, e),
     };
     let (payload, drops) = match signal {
-        Signal::Metrics => match decode::metrics(&plain, format) {
-            Ok(req) => {
-                let batch = convert::metrics(&req, &r.policy);
+        Signal::Metrics => match decode::metrics_batch(&plain, format, &r.policy) {
+            Ok(batch) => {
                 let drops = batch.drops.clone();
                 (Payload::Metrics(batch), drops)
             }
