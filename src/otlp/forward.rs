@@ -18,8 +18,6 @@ use tokio::sync::Notify;
 
 use super::Signal;
 
-/// Default cap on queued bytes per upstream.
-pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// First retry delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -66,7 +64,8 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder for `(signal, url)` pairs and the tasks that drain it (the caller
-    /// spawns them). `None` when no upstream is configured.
+    /// spawns them). `cap_bytes` bounds each upstream's queue (`otlp.forward_queue_bytes`).
+    /// `None` when no upstream is configured.
     pub fn new(
         urls: &[(Signal, Option<String>)],
         cap_bytes: usize,

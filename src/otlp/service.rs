@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::Signal;
-use super::forward::{DEFAULT_QUEUE_BYTES, Forwarder};
+use super::forward::Forwarder;
 use super::receiver::{self, Receiver};
 use super::state::{Limits, TelemetryUpdate};
 use crate::config::Settings;
@@ -67,7 +67,7 @@ pub fn start(
             (Signal::Logs, settings.forward_logs_url.clone()),
             (Signal::Traces, settings.forward_traces_url.clone()),
         ],
-        DEFAULT_QUEUE_BYTES,
+        settings.otlp.forward_queue_bytes,
     )
     .map(|(f, tasks)| {
         forwarders.extend(tasks.into_iter().map(tokio::spawn));

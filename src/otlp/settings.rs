@@ -35,6 +35,8 @@ pub const DEFAULT_ACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_STREAMS: usize = 200_000;
 /// Default time a cumulative stream is remembered without new points.
 pub const DEFAULT_STREAM_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default cap on request bodies queued for one forwarding upstream.
+pub const DEFAULT_FORWARD_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Serde mirror of `[otlp]`.
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +63,9 @@ pub struct FileOtlp {
     pub active_window: Option<Duration>,
     /// Tracked streams before the least recently seen are forgotten.
     pub max_streams: Option<usize>,
+    /// Bytes of request bodies queued per forwarding upstream before the oldest are
+    /// dropped.
+    pub forward_queue_bytes: Option<usize>,
 }
 
 /// Validated `[otlp]` settings.
@@ -78,6 +83,7 @@ pub struct OtlpSettings {
     #[serde(with = "humantime_serde")]
     pub active_window: Duration,
     pub max_streams: usize,
+    pub forward_queue_bytes: usize,
 }
 
 impl Default for OtlpSettings {
@@ -184,6 +190,17 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
             format!("{max_streams}: write at least 100"),
         ));
     }
+    let forward_queue_bytes = f.forward_queue_bytes.unwrap_or(DEFAULT_FORWARD_QUEUE_BYTES);
+    if forward_queue_bytes == 0 {
+        return Err(invalid(
+            path,
+            "forward_queue_bytes",
+            format!(
+                "0: write the bytes queued per upstream, at least 1 \
+                 (default {DEFAULT_FORWARD_QUEUE_BYTES}); a body larger than this is dropped"
+            ),
+        ));
+    }
     Ok(OtlpSettings {
         allow_labels,
         max_series_per_family,
@@ -193,6 +210,7 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
         time_zone: f.time_zone,
         active_window,
         max_streams,
+        forward_queue_bytes,
     })
 }
 
@@ -203,5 +221,44 @@ impl OtlpSettings {
             Some(name) => jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC),
             None => jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn forward_queue_bytes_defaults_to_64_mib_and_takes_an_integer() {
+        assert_eq!(
+            parse("").unwrap().otlp.forward_queue_bytes,
+            64 * 1024 * 1024
+        );
+        assert_eq!(
+            parse("[otlp]\nforward_queue_bytes = 1048576\n")
+                .unwrap()
+                .otlp
+                .forward_queue_bytes,
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn forward_queue_bytes_of_zero_names_the_key_and_the_fix() {
+        let e = parse("[otlp]\nforward_queue_bytes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("otlp.forward_queue_bytes"), "{e}");
+        assert!(e.contains("at least 1"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("[otlp]\nforward_queue_bytes = -5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward_queue_bytes"), "{e}");
     }
 }
