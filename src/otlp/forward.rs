@@ -224,3 +224,109 @@ async fn drain(u: Arc<Upstream>, client: reqwest::Client) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the test upstream received: (content type, encoding, body), in order.
+    type Got = Arc<Mutex<Vec<(String, Option<String>, Bytes)>>>;
+
+    /// An upstream on 127.0.0.1 that answers 200 and records each request.
+    async fn upstream() -> (String, Got, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/logs", listener.local_addr().unwrap());
+        (url, Got::default(), listener)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, got: Got) {
+        let app = axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move |h: axum::http::HeaderMap, body: Bytes| {
+                let got = got.clone();
+                async move {
+                    let text = |k: &str| h.get(k).map(|v| v.to_str().unwrap().to_string());
+                    got.lock().unwrap().push((
+                        text("content-type").unwrap_or_default(),
+                        text("content-encoding"),
+                        body,
+                    ));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+
+    /// A body of `len` bytes that says which one it is.
+    fn body(n: usize, len: usize) -> Bytes {
+        let mut b = format!("body-{n:02}-").into_bytes();
+        b.resize(len, b'.');
+        Bytes::from(b)
+    }
+
+    fn queued(f: &Forwarder) -> Vec<Bytes> {
+        let q = f.upstreams[0].queue.lock().unwrap();
+        q.iter().map(|i| i.body.clone()).collect()
+    }
+
+    fn logs_stats(f: &Forwarder) -> (u64, u64, u64, u64, u64) {
+        let (sig, sent, retries, over, rej, q) = f.stats().upstreams[0];
+        assert_eq!(sig, Signal::Logs);
+        (sent, retries, over, rej, q)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overflow_drops_the_oldest_and_the_rest_is_sent_in_order() {
+        const CAP: usize = 100;
+        let (url, got, listener) = upstream().await;
+        let (f, tasks) = Forwarder::new(&[(Signal::Metrics, None), (Signal::Logs, Some(url))], CAP)
+            .expect("one upstream configured");
+
+        // Nothing drains yet (the tasks are not spawned): ten 30-byte bodies, 3 fit.
+        for n in 0..10 {
+            f.offer(Signal::Logs, body(n, 30), "application/json", Some("gzip"));
+            let (_, _, over, _, q) = logs_stats(&f);
+            assert!(q as usize <= CAP, "{q} bytes queued over the cap {CAP}");
+            assert_eq!(over, n.saturating_sub(2) as u64, "after body {n}");
+        }
+        assert_eq!(queued(&f), [body(7, 30), body(8, 30), body(9, 30)]);
+        assert_eq!(logs_stats(&f), (0, 0, 7, 0, 90));
+
+        // A 70-byte body needs room for 70: the two oldest go (90 + 70 - 60 = 100).
+        f.offer(Signal::Logs, body(10, 70), "application/json", Some("gzip"));
+        assert_eq!(queued(&f), [body(9, 30), body(10, 70)]);
+        assert_eq!(logs_stats(&f), (0, 0, 9, 0, 100));
+
+        // A body larger than the cap is dropped itself; the queue is untouched.
+        f.offer(Signal::Logs, body(11, CAP + 1), "application/json", None);
+        assert_eq!(queued(&f), [body(9, 30), body(10, 70)]);
+        assert_eq!(logs_stats(&f), (0, 0, 10, 0, 100));
+
+        // A signal without an upstream queues nothing.
+        f.offer(Signal::Metrics, body(12, 10), "application/json", None);
+        assert_eq!(logs_stats(&f), (0, 0, 10, 0, 100));
+
+        // The upstream answers: what remains goes out in order, headers kept.
+        serve(listener, got.clone());
+        for t in tasks {
+            tokio::spawn(t);
+        }
+        let want: Vec<_> = [body(9, 30), body(10, 70)]
+            .into_iter()
+            .map(|b| ("application/json".to_string(), Some("gzip".to_string()), b))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while logs_stats(&f).0 < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not sent: {:?}",
+                logs_stats(&f)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*got.lock().unwrap(), want);
+        assert_eq!(logs_stats(&f), (2, 0, 10, 0, 0));
+        assert!(queued(&f).is_empty());
+    }
+}
