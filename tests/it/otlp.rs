@@ -1218,6 +1218,245 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
     a.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_overflow_drops_the_oldest_bodies_and_counts_exactly_those() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The upstream: the first request stalls until the test releases it; every body it
+    // accepts is recorded, in order.
+    #[derive(Default)]
+    struct Upstream {
+        calls: AtomicUsize,
+        got: std::sync::Mutex<Vec<Vec<u8>>>,
+        release: tokio::sync::Notify,
+    }
+    let up = Arc::new(Upstream::default());
+    let up2 = up.clone();
+    let app = axum::Router::new().route(
+        "/insert/opentelemetry/v1/logs",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let up = up2.clone();
+            async move {
+                if up.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    up.release.notified().await;
+                }
+                up.got.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Twenty valid log bodies of one size, each saying which one it is.
+    const N: usize = 20;
+    let bodies: Vec<Vec<u8>> = (0..N as u64)
+        .map(|i| {
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{}"}}]}}]}}]}}"#,
+                1_700_000_000_000_000_000 + i
+            )
+            .into_bytes()
+        })
+        .collect();
+    let size = bodies[0].len();
+    assert!(bodies.iter().all(|b| b.len() == size));
+    // Three bodies fit in the queue, four do not.
+    let cap = 3 * size + size / 2;
+
+    let dir = tempfile::tempdir().unwrap();
+    let extra =
+        format!("[claude.forward]\nlogs_url = \"http://{up_addr}/insert/opentelemetry/v1/logs\"\n");
+    let mut a = OtlpAgent::start_with(
+        dir.path(),
+        &format!("forward_queue_bytes = {cap}\n"),
+        &extra,
+    )
+    .await;
+    let post = async |a: &mut OtlpAgent, body: &[u8]| {
+        let started = std::time::Instant::now();
+        let (status, reply) = a
+            .post_raw("/v1/logs", "application/json", None, body.to_vec())
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the receiver waited on the upstream"
+        );
+    };
+
+    // Body 0 goes out and stalls the upstream; the other 19 queue behind it.
+    post(&mut a, &bodies[0]).await;
+    wait_until(WAIT, "the upstream holds body 0", async || {
+        match up.calls.load(Ordering::SeqCst) {
+            0 => Err("no request yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    for b in &bodies[1..] {
+        post(&mut a, b).await;
+    }
+    // While it stalls: the three newest wait, under the cap; bodies 1..=16 were dropped.
+    let dropped = "vibe_otlp_forward_dropped_total{signal=\"logs\",reason=\"overflow\"}";
+    let queued = "vibe_otlp_forward_queue_bytes{signal=\"logs\"}";
+    let m = a
+        .metrics
+        .wait_for("overflow counted while the upstream stalls", |m| {
+            m.value(dropped) == Some((N - 4) as f64)
+        })
+        .await;
+    assert_eq!(m.value(queued), Some((3 * size) as f64));
+    assert!(m.value(queued).unwrap() <= cap as f64);
+    assert_eq!(
+        m.value("vibe_otlp_forwarded_total{signal=\"logs\"}"),
+        Some(0.0)
+    );
+
+    up.release.notify_one();
+    let m = a
+        .metrics
+        .wait_for("the queue sent", |m| {
+            m.value("vibe_otlp_forwarded_total{signal=\"logs\"}") == Some(4.0)
+                && m.value(queued) == Some(0.0)
+        })
+        .await;
+    let got = up.got.lock().unwrap().clone();
+    // What arrived: the body in flight, then the newest three, in order.
+    let want: Vec<Vec<u8>> = [0, N - 3, N - 2, N - 1]
+        .iter()
+        .map(|&i| bodies[i].clone())
+        .collect();
+    assert_eq!(
+        got.iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+    );
+    // The counter is exactly the bodies the upstream never received.
+    assert_eq!(m.value(dropped), Some((N - got.len()) as f64));
+    assert_eq!(
+        m.value("vibe_otlp_forward_dropped_total{signal=\"logs\",reason=\"rejected\"}"),
+        Some(0.0)
+    );
+    a.shutdown().await;
+}
+
+/// A JSON metrics body adding `n` to `claude_code_commit_count_total`.
+fn commits(n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"claude_code.commit.count",
+        "sum":{{"aggregationTemporality":"AGGREGATION_TEMPORALITY_DELTA","isMonotonic":true,
+        "dataPoints":[{{"timeUnixNano":"1700000000000000000","asInt":"{n}"}}]}}}}]}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+impl OtlpAgent {
+    /// POSTs a JSON metrics body with this `Authorization` header (none when `None`).
+    async fn post_authorized(
+        &mut self,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/metrics", self.otlp_base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(v) = authorization {
+            req = req.header("authorization", v);
+        }
+        let resp = req.send().await.expect("POST /v1/metrics");
+        self.posted += 1;
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+}
+
+/// Requests without the token are refused (401, UNAUTHENTICATED), counted by status, and
+/// count nothing else; the right token is accepted; the token never reaches /metrics.
+async fn assert_bearer_token_enforced(a: &mut OtlpAgent, token: &str) {
+    let refused = [
+        None,
+        Some("Bearer wrong-token-9c2e".to_string()),
+        Some(token.to_string()),
+        Some(format!("Basic {token}")),
+        Some(format!("Bearer {token}x")),
+        Some(format!("Bearer {}", &token[..token.len() - 1])),
+    ];
+    for auth in &refused {
+        let (status, reply) = a.post_authorized(auth.as_deref(), commits(5)).await;
+        assert_eq!(status, 401, "Authorization {auth:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&reply).expect("a JSON google.rpc.Status");
+        assert_eq!(v["code"], 16, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("bearer"), "{v}");
+        assert!(!String::from_utf8_lossy(&reply).contains(token));
+    }
+    let m = a.settled().await;
+    assert_eq!(
+        m.value("vibe_otlp_requests_total{path=\"/v1/metrics\",status=\"401\"}"),
+        Some(refused.len() as f64)
+    );
+    assert_eq!(total(&m, "claude_code_commit_count_total"), 0.0);
+    assert_eq!(total(&m, "vibe_otlp_points_accepted_total"), 0.0);
+    assert_eq!(total(&m, "vibe_otlp_received_bytes_total"), 0.0);
+    assert_eq!(total(&m, "vibe_otlp_decode_errors_total"), 0.0);
+    assert!(!m.text.contains(token), "the token is in /metrics");
+
+    let (status, reply) = a
+        .post_authorized(Some(&format!("Bearer {token}")), commits(2))
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let m = a.settled().await;
+    assert_eq!(
+        m.value("vibe_otlp_requests_total{path=\"/v1/metrics\",status=\"200\"}"),
+        Some(1.0)
+    );
+    assert_eq!(total(&m, "claude_code_commit_count_total"), 2.0);
+    assert_eq!(
+        m.value("vibe_otlp_points_accepted_total{signal=\"metrics\"}"),
+        Some(1.0)
+    );
+    assert!(!m.text.contains(token), "the token is in /metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_refuses_requests_without_it() {
+    const TOKEN: &str = "otlp-token-4b7d0e1a";
+    let dir = tempfile::tempdir().unwrap();
+    let mut a =
+        OtlpAgent::start_with(dir.path(), &format!("bearer_token = \"{TOKEN}\"\n"), "").await;
+    assert_bearer_token_enforced(&mut a, TOKEN).await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_file_is_read_without_its_trailing_newline() {
+    const TOKEN: &str = "otlp-file-token-e83f52";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otlp.token");
+    // As `echo "$TOKEN" > file` writes it.
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let section = format!("bearer_token_file = \"{}\"\n", file.display());
+    let mut a = OtlpAgent::start_with(dir.path(), &section, "").await;
+    assert_bearer_token_enforced(&mut a, TOKEN).await;
+    a.shutdown().await;
+
+    // A file that cannot be read stops the configuration, naming the key and the file.
+    let missing = dir.path().join("no-such.token");
+    let text = format!("[otlp]\nbearer_token_file = \"{}\"\n", missing.display());
+    let e = Settings::from_toml(&text, Path::new("otlp-test.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("otlp.bearer_token_file"), "{e}");
+    assert!(e.contains("no-such.token"), "{e}");
+}
+
 /// One offline CLI turn against `endpoint` with telemetry in `protocol` and `temporality`.
 fn run_cli(endpoint: &str, home: &Path, protocol: &str, temporality: &str, extra: &[(&str, &str)]) {
     let mut env = vec![
