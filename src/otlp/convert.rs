@@ -10,7 +10,8 @@
 //! reports those counts as OTLP partial success.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -31,6 +32,9 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 pub struct LabelPolicy {
     /// (attribute key, label name), sorted by key.
     allow: Vec<(String, String)>,
+    /// Bit n set when an allowed key is n bytes long (keys of 64 bytes or more set bit 63):
+    /// most attributes are refused on their length alone.
+    lengths: u64,
 }
 
 impl LabelPolicy {
@@ -39,15 +43,21 @@ impl LabelPolicy {
             allow.iter().map(|k| (k.clone(), label_name(k))).collect();
         allow.sort();
         allow.dedup();
-        Self { allow }
+        let lengths = allow
+            .iter()
+            .fold(0u64, |m, (k, _)| m | 1 << k.len().min(63));
+        Self { allow, lengths }
     }
 
     /// The label name of an allowed attribute key.
-    fn label(&self, key: &str) -> Option<&str> {
+    fn label(&self, key: &[u8]) -> Option<&str> {
+        if self.lengths & 1 << key.len().min(63) == 0 {
+            return None;
+        }
         self.allow
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.allow[i].1.as_str())
+            .iter()
+            .find(|(k, _)| k.as_bytes() == key)
+            .map(|(_, l)| l.as_str())
     }
 }
 
@@ -260,7 +270,8 @@ const RESERVED_PREFIXES: &[&str] = &["vibe_", "process_"];
 pub enum AttrValue<'a> {
     /// No value.
     Empty,
-    Str(&'a str),
+    /// A string as sent; checked for UTF-8 only when it becomes a label or session id.
+    Str(&'a [u8]),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -274,14 +285,15 @@ pub enum AttrValue<'a> {
 /// One attribute, borrowed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attr<'a> {
-    pub key: &'a str,
+    /// The key as sent (only compared and hashed, never shown).
+    pub key: &'a [u8],
     pub value: AttrValue<'a>,
 }
 
 impl<'a> Attr<'a> {
     pub fn from_prost(kv: &'a KeyValue) -> Self {
         Attr {
-            key: &kv.key,
+            key: kv.key.as_bytes(),
             value: AttrValue::from_prost(kv.value.as_ref()),
         }
     }
@@ -303,7 +315,7 @@ impl<'a> AttrValue<'a> {
     pub fn from_prost(v: Option<&'a AnyValue>) -> Self {
         match v.and_then(|v| v.value.as_ref()) {
             None => AttrValue::Empty,
-            Some(Value::StringValue(s)) => AttrValue::Str(s),
+            Some(Value::StringValue(s)) => AttrValue::Str(s.as_bytes()),
             Some(Value::BoolValue(b)) => AttrValue::Bool(*b),
             Some(Value::IntValue(i)) => AttrValue::Int(*i),
             Some(Value::DoubleValue(d)) => AttrValue::Double(*d),
@@ -321,7 +333,10 @@ impl<'a> AttrValue<'a> {
     /// The label value: scalars only, cut to [`MAX_LABEL_VALUE_CHARS`].
     pub fn text(&self) -> Option<Cow<'a, str>> {
         match self {
-            AttrValue::Str(s) => Some(Cow::Borrowed(cut(s))),
+            AttrValue::Str(s) => Some(match std::str::from_utf8(s) {
+                Ok(s) => Cow::Borrowed(cut(s)),
+                Err(_) => Cow::Owned(cut(&String::from_utf8_lossy(s)).to_string()),
+            }),
             AttrValue::Bool(b) => Some(Cow::Owned(b.to_string())),
             AttrValue::Int(i) => Some(Cow::Owned(i.to_string())),
             AttrValue::Double(d) => Some(Cow::Owned(cut(&d.to_string()).to_string())),
@@ -334,7 +349,7 @@ impl<'a> AttrValue<'a> {
         match self {
             AttrValue::Int(i) => Some(*i as f64),
             AttrValue::Double(d) => Some(*d),
-            AttrValue::Str(s) => s.trim().parse().ok(),
+            AttrValue::Str(s) => std::str::from_utf8(s).ok()?.trim().parse().ok(),
             _ => None,
         }
         .filter(|x: &f64| x.is_finite())
@@ -346,7 +361,7 @@ impl<'a> AttrValue<'a> {
             AttrValue::Empty => buf.push(0),
             AttrValue::Str(s) => {
                 buf.push(1);
-                buf.extend_from_slice(s.as_bytes());
+                buf.extend_from_slice(s);
             }
             AttrValue::Bool(b) => buf.extend_from_slice(&[2, *b as u8]),
             AttrValue::Int(i) => {
@@ -371,7 +386,7 @@ impl<'a> AttrValue<'a> {
             AttrValue::Kvlist(kv) => {
                 buf.push(7);
                 for a in kv {
-                    buf.extend_from_slice(a.key.as_bytes());
+                    buf.extend_from_slice(a.key);
                     buf.push(0xff);
                     a.value.feed(buf);
                     buf.push(0xfe);
@@ -398,7 +413,7 @@ fn hash_attrs(attrs: &[Attr], seed: u64, buf: &mut Vec<u8>) -> u64 {
     let mut h = 0u64;
     for a in attrs {
         buf.clear();
-        buf.extend_from_slice(a.key.as_bytes());
+        buf.extend_from_slice(a.key);
         buf.push(0xff);
         a.value.feed(buf);
         h = h.wrapping_add(xxh3_64_with_seed(buf, seed));
@@ -406,10 +421,13 @@ fn hash_attrs(attrs: &[Attr], seed: u64, buf: &mut Vec<u8>) -> u64 {
     h
 }
 
+/// The attribute that identifies a Claude Code session.
+const SESSION_ID: &[u8] = b"session.id";
+
 fn session_hash(attrs: &[Attr]) -> Option<u64> {
     attrs
         .iter()
-        .find(|a| a.key == "session.id")
+        .find(|a| a.key == SESSION_ID)
         .and_then(|a| a.value.text())
         .map(|s| xxh3_64_with_seed(s.as_bytes(), 7))
 }
@@ -434,6 +452,35 @@ fn temporality(t: i32) -> Option<Temporality> {
         2 => Some(Temporality::Cumulative),
         _ => None,
     }
+}
+
+/// Names remembered per thread by [`family_name`].
+const FAMILY_NAME_CACHE: usize = 1024;
+
+/// The Prometheus family of an OTLP metric, remembered per thread: a client sends the same
+/// few metrics in every request, and naming one takes a dozen small allocations.
+fn family_name(name: &str, unit: &str, kind: NameKind) -> Arc<str> {
+    type Cache = HashMap<u64, (String, String, NameKind, Arc<str>)>;
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(HashMap::new());
+    }
+    let key = xxh3_64(name.as_bytes()) ^ xxh3_64_with_seed(unit.as_bytes(), 11) ^ kind as u64;
+    CACHE.with_borrow_mut(|cache| {
+        if let Some((n, u, k, family)) = cache.get(&key) {
+            if n == name && u == unit && *k == kind {
+                return family.clone();
+            }
+        }
+        if cache.len() >= FAMILY_NAME_CACHE {
+            cache.clear();
+        }
+        let family: Arc<str> = Arc::from(metric_name(name, unit, kind));
+        cache.insert(
+            key,
+            (name.to_string(), unit.to_string(), kind, family.clone()),
+        );
+        family
+    })
 }
 
 /// The kind of a metric's data, and what conversion needs of it besides its points.
@@ -527,12 +574,12 @@ impl<'p> BatchBuilder<'p> {
             DataKind::Histogram { .. } => NameKind::Histogram,
         };
         self.out.total_points += n;
-        let family = metric_name(name, unit, name_kind);
+        let family = family_name(name, unit, name_kind);
         if family.is_empty() || RESERVED_PREFIXES.iter().any(|p| family.starts_with(p)) {
             self.out.drops.add(DropReason::BadName, n);
             return None;
         }
-        let family: Arc<str> = Arc::from(family);
+        self.out.points.reserve(n_points);
         if !description.is_empty() && !self.out.help.iter().any(|(f, _)| *f == family) {
             self.out
                 .help
@@ -560,18 +607,30 @@ impl<'p> BatchBuilder<'p> {
     }
 
     fn push(&mut self, m: &MetricCtx, attrs: &[Attr], start: u64, time: u64, value: PointValue) {
-        if let Some(s) = session_hash(attrs) {
-            self.out.sessions.push(s);
+        // One pass over the attributes: stream hash, session, labels.
+        let mut labels = Vec::with_capacity(attrs.len().min(4) + self.resource_labels.len());
+        let mut stream = m.hash;
+        let mut session = false;
+        for a in attrs {
+            self.buf.clear();
+            self.buf.extend_from_slice(a.key);
+            self.buf.push(0xff);
+            a.value.feed(&mut self.buf);
+            stream = stream.wrapping_add(xxh3_64_with_seed(&self.buf, 2));
+            if a.key == SESSION_ID && !session {
+                session = true;
+                if let Some(s) = a.value.text() {
+                    self.out.sessions.push(xxh3_64_with_seed(s.as_bytes(), 7));
+                }
+            }
+            push_labels(self.policy, std::slice::from_ref(a), &mut labels);
         }
-        let mut labels = Vec::new();
-        push_labels(self.policy, attrs, &mut labels);
         for (n, v) in &self.resource_labels {
             if !labels.iter().any(|(have, _)| have == n) {
                 labels.push((n.clone(), v.clone()));
             }
         }
-        labels.sort();
-        let stream = m.hash.wrapping_add(hash_attrs(attrs, 2, &mut self.buf));
+        labels.sort_unstable();
         self.out.points.push(Point {
             family: m.family.clone(),
             labels,
