@@ -106,7 +106,8 @@ pub enum PointValue {
 pub struct Point {
     /// Prometheus family name.
     pub family: Arc<str>,
-    pub labels: Labels,
+    /// Shared with every other point of the same label set (see [`intern_labels`]).
+    pub labels: Arc<Labels>,
     /// Hash of everything that identifies the OTLP stream (all attributes, resource,
     /// scope, metric name): cumulative values are tracked per stream.
     pub stream: u64,
@@ -483,6 +484,46 @@ fn family_name(name: &str, unit: &str, kind: NameKind) -> Arc<str> {
     })
 }
 
+/// Label sets remembered per thread by [`intern_labels`].
+const LABEL_SET_CACHE: usize = 4096;
+
+/// The label set of `pairs` (sorted by name), shared with earlier points of the same set
+/// converted on this thread: a client repeats a handful of label sets in every request, and
+/// building one takes two allocations per label.
+fn intern_labels(pairs: &[(&str, Cow<str>)], buf: &mut Vec<u8>) -> Arc<Labels> {
+    thread_local! {
+        static CACHE: RefCell<HashMap<u64, Arc<Labels>>> = RefCell::new(HashMap::new());
+    }
+    buf.clear();
+    for (n, v) in pairs {
+        buf.extend_from_slice(n.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(v.as_bytes());
+        buf.push(0xfe);
+    }
+    let key = xxh3_64(buf);
+    CACHE.with_borrow_mut(|cache| {
+        if let Some(l) = cache.get(&key) {
+            let same = l.len() == pairs.len()
+                && l.iter().zip(pairs).all(|((a, b), (n, v))| a == n && b == v);
+            if same {
+                return l.clone();
+            }
+        }
+        if cache.len() >= LABEL_SET_CACHE {
+            cache.clear();
+        }
+        let labels: Arc<Labels> = Arc::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        );
+        cache.insert(key, labels.clone());
+        labels
+    })
+}
+
 /// The kind of a metric's data, and what conversion needs of it besides its points.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DataKind {
@@ -608,7 +649,9 @@ impl<'p> BatchBuilder<'p> {
 
     fn push(&mut self, m: &MetricCtx, attrs: &[Attr], start: u64, time: u64, value: PointValue) {
         // One pass over the attributes: stream hash, session, labels.
-        let mut labels = Vec::with_capacity(attrs.len().min(4) + self.resource_labels.len());
+        let policy = self.policy;
+        let mut pairs: Vec<(&str, Cow<str>)> =
+            Vec::with_capacity(attrs.len().min(4) + self.resource_labels.len());
         let mut stream = m.hash;
         let mut session = false;
         for a in attrs {
@@ -623,14 +666,22 @@ impl<'p> BatchBuilder<'p> {
                     self.out.sessions.push(xxh3_64_with_seed(s.as_bytes(), 7));
                 }
             }
-            push_labels(self.policy, std::slice::from_ref(a), &mut labels);
-        }
-        for (n, v) in &self.resource_labels {
-            if !labels.iter().any(|(have, _)| have == n) {
-                labels.push((n.clone(), v.clone()));
+            if let Some(name) = policy.label(a.key) {
+                if !pairs.iter().any(|(n, _)| *n == name) {
+                    if let Some(v) = a.value.text() {
+                        pairs.push((name, v));
+                    }
+                }
             }
         }
-        labels.sort_unstable();
+        for (n, v) in &self.resource_labels {
+            if !pairs.iter().any(|(have, _)| have == n) {
+                pairs.push((n, Cow::Borrowed(v)));
+            }
+        }
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let labels = intern_labels(&pairs, &mut self.buf);
+        drop(pairs);
         self.out.points.push(Point {
             family: m.family.clone(),
             labels,
@@ -922,7 +973,7 @@ mod tests {
         assert_eq!(b.points.len(), 3);
         assert_eq!(&*b.points[0].family, "claude_code_cost_usage_USD_total");
         assert_eq!(
-            b.points[0].labels,
+            *b.points[0].labels,
             vec![("model".to_string(), "m".to_string())]
         );
         assert_eq!(b.points[0].stream, b.points[1].stream);

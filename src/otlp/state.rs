@@ -639,19 +639,26 @@ impl TelemetryState {
             add_drop(&mut self.receiver, DropReason::TypeConflict, 1);
             return;
         }
-        if !fam.series.contains_key(&labels) && fam.series.len() >= cap {
-            *self.overflow.entry(family).or_default() += 1;
-            add_drop(&mut self.receiver, DropReason::SeriesCap, 1);
-            return;
+        if !fam.series.contains_key(labels.as_slice()) {
+            if fam.series.len() >= cap {
+                *self.overflow.entry(family).or_default() += 1;
+                add_drop(&mut self.receiver, DropReason::SeriesCap, 1);
+                return;
+            }
+            let fresh = match &change {
+                Change::Add(_, Kind::Counter) => SeriesValue::Counter(0.0),
+                Change::Add(..) | Change::Set(_) => SeriesValue::Gauge(0.0),
+                Change::AddHist { bounds, .. } => SeriesValue::Histogram(Hist::new(bounds)),
+            };
+            fam.series.insert(Labels::clone(&labels), fresh);
         }
-        let series = fam.series.entry(labels);
+        let series = fam
+            .series
+            .get_mut(labels.as_slice())
+            .expect("the series exists or was just added");
         match change {
             Change::Add(v, _) => {
-                let s = series.or_insert(match kind {
-                    Kind::Counter => SeriesValue::Counter(0.0),
-                    _ => SeriesValue::Gauge(0.0),
-                });
-                if let SeriesValue::Counter(x) | SeriesValue::Gauge(x) = s {
+                if let SeriesValue::Counter(x) | SeriesValue::Gauge(x) = series {
                     *x += v;
                 }
                 if is_cost && v > 0.0 {
@@ -663,30 +670,25 @@ impl TelemetryState {
                     }
                 }
             }
-            Change::Set(v) => {
-                series.insert_entry(SeriesValue::Gauge(v));
-            }
+            Change::Set(v) => *series = SeriesValue::Gauge(v),
             Change::AddHist {
                 bounds,
                 buckets,
                 count,
                 sum,
-            } => {
-                let s = series.or_insert_with(|| SeriesValue::Histogram(Hist::new(&bounds)));
-                match s {
-                    SeriesValue::Histogram(h) if h.bounds == bounds => {
-                        for (x, y) in h.buckets.iter_mut().zip(&buckets) {
-                            *x += y;
-                        }
-                        h.count += count;
-                        h.sum += sum;
+            } => match series {
+                SeriesValue::Histogram(h) if h.bounds == bounds => {
+                    for (x, y) in h.buckets.iter_mut().zip(&buckets) {
+                        *x += y;
                     }
-                    _ => {
-                        add_drop(&mut self.receiver, DropReason::BadBuckets, 1);
-                        return;
-                    }
+                    h.count += count;
+                    h.sum += sum;
                 }
-            }
+                _ => {
+                    add_drop(&mut self.receiver, DropReason::BadBuckets, 1);
+                    return;
+                }
+            },
         }
         *self
             .receiver
@@ -939,7 +941,7 @@ mod tests {
     fn sum(stream: u64, t: Temporality, start: u64, time: u64, v: f64) -> Point {
         Point {
             family: Arc::from(COST_FAMILY),
-            labels: vec![("model".into(), "m".into())],
+            labels: Arc::new(vec![("model".into(), "m".into())]),
             stream,
             start_unix_nano: start,
             time_unix_nano: time,
@@ -1024,7 +1026,7 @@ mod tests {
         })));
         for (i, m) in ["a", "b", "c"].iter().enumerate() {
             let mut p = sum(i as u64, Temporality::Delta, S, 2 * S, 1.0);
-            p.labels = vec![("model".into(), m.to_string())];
+            p.labels = Arc::new(vec![("model".into(), m.to_string())]);
             st.apply(receipt(vec![p], 2.0));
         }
         assert_eq!(st.series_count(COST_FAMILY), 2);

@@ -623,7 +623,7 @@ mod tests {
         assert_eq!(want.points.len(), 2);
         assert_eq!(&*want.points[0].family, "claude_code_cost_usage_USD_total");
         assert_eq!(
-            want.points[1].labels,
+            *want.points[1].labels,
             vec![
                 ("model".to_string(), "b".to_string()),
                 ("type".to_string(), "input".to_string())
