@@ -34,7 +34,7 @@ type Buf<'a> = &'a [u8];
 
 /// Calls `f(field, wire type, rest)` for each field of `msg`. `f` reads the value from the
 /// front of `rest` and returns true, or returns false to have it skipped.
-#[inline]
+#[inline(always)]
 fn fields<'a>(
     msg: &'a [u8],
     mut f: impl FnMut(u32, WireType, &mut Buf<'a>) -> Result<bool, WireError>,
@@ -60,7 +60,7 @@ fn want(wire: WireType, expected: WireType, field: u32, what: &str) -> Result<()
 }
 
 /// A length-delimited value: a nested message, string or bytes.
-#[inline]
+#[inline(always)]
 fn bytes<'a>(buf: &mut Buf<'a>) -> Result<&'a [u8], WireError> {
     let len = decode_varint(buf).map_err(pe)?;
     if len > buf.len() as u64 {
@@ -74,12 +74,12 @@ fn bytes<'a>(buf: &mut Buf<'a>) -> Result<&'a [u8], WireError> {
     Ok(head)
 }
 
-#[inline]
+#[inline(always)]
 fn string<'a>(buf: &mut Buf<'a>) -> Result<&'a str, WireError> {
     std::str::from_utf8(bytes(buf)?).map_err(|e| format!("a string is not UTF-8: {e}"))
 }
 
-#[inline]
+#[inline(always)]
 fn fixed64(buf: &mut Buf) -> Result<u64, WireError> {
     let Some((head, rest)) = buf.split_first_chunk::<8>() else {
         return Err("a 64-bit value runs past the end of its message".into());
@@ -88,7 +88,7 @@ fn fixed64(buf: &mut Buf) -> Result<u64, WireError> {
     Ok(u64::from_le_bytes(*head))
 }
 
-#[inline]
+#[inline(always)]
 fn varint(buf: &mut Buf) -> Result<u64, WireError> {
     decode_varint(buf).map_err(pe)
 }
@@ -371,7 +371,36 @@ fn histogram_point<'a>(
     Ok(())
 }
 
+/// The common encoding of a string attribute, as every OTLP SDK writes it: key (field 1),
+/// then value (field 2) holding only a string (field 1), each length under 128 bytes.
+/// Read without the general field loop; anything else returns `None` and takes it.
+#[inline(always)]
+fn plain_string_attr(kv: &[u8]) -> Option<Attr<'_>> {
+    let [0x0a, klen, rest @ ..] = kv else {
+        return None;
+    };
+    let klen = *klen as usize;
+    if klen >= 0x80 || rest.len() < klen {
+        return None;
+    }
+    let (key, rest) = rest.split_at(klen);
+    let [0x12, vlen, 0x0a, slen, s @ ..] = rest else {
+        return None;
+    };
+    let (vlen, slen) = (*vlen as usize, *slen as usize);
+    if vlen >= 0x80 || slen >= 0x80 || vlen != slen + 2 || s.len() != slen {
+        return None;
+    }
+    Some(Attr {
+        key,
+        value: AttrValue::Str(s),
+    })
+}
+
 fn key_value(kv: &[u8], depth: u32) -> Result<Attr<'_>, WireError> {
+    if let Some(a) = plain_string_attr(kv) {
+        return Ok(a);
+    }
     let mut key: &[u8] = b"";
     let mut value = AttrValue::Empty;
     fields(kv, |field, wire, r| {
@@ -630,6 +659,46 @@ mod tests {
             ]
         );
         assert_eq!(metrics(&body, &policy).unwrap(), want);
+    }
+
+    #[test]
+    fn the_plain_string_shortcut_reads_only_what_the_general_path_would() {
+        let attr = |key: &'static str, value| Attr {
+            key: key.as_bytes(),
+            value,
+        };
+        // The common encoding takes the shortcut.
+        let common = [0x0a, 1, b'k', 0x12, 3, 0x0a, 1, b'v'];
+        assert!(plain_string_attr(&common).is_some());
+        assert_eq!(
+            key_value(&common, 0).unwrap(),
+            attr("k", AttrValue::Str(b"v"))
+        );
+        // Value before key: the general path, same attribute.
+        let swapped = [0x12, 3, 0x0a, 1, b'v', 0x0a, 1, b'k'];
+        assert!(plain_string_attr(&swapped).is_none());
+        assert_eq!(
+            key_value(&swapped, 0).unwrap(),
+            attr("k", AttrValue::Str(b"v"))
+        );
+        // A string, then a bool in the same AnyValue: the last of the oneof wins.
+        let two = [0x0a, 1, b'k', 0x12, 5, 0x0a, 1, b'v', 0x10, 1];
+        assert!(plain_string_attr(&two).is_none());
+        assert_eq!(
+            key_value(&two, 0).unwrap(),
+            attr("k", AttrValue::Bool(true))
+        );
+        // The key given again after the value: the last key wins.
+        let rekeyed = [0x0a, 1, b'k', 0x12, 3, 0x0a, 1, b'v', 0x0a, 1, b'j'];
+        assert!(plain_string_attr(&rekeyed).is_none());
+        assert_eq!(
+            key_value(&rekeyed, 0).unwrap(),
+            attr("j", AttrValue::Str(b"v"))
+        );
+        // A string length past the end is an error, not a shortcut.
+        let short = [0x0a, 1, b'k', 0x12, 3, 0x0a, 5, b'v'];
+        assert!(plain_string_attr(&short).is_none());
+        assert!(key_value(&short, 0).is_err());
     }
 
     #[test]
