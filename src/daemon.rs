@@ -186,7 +186,7 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
 
     let mut sources = JoinSet::new();
     spawn_sources(&settings, &sink, &mut sources)?;
-    let telemetry = crate::otlp::start(&settings, listeners.otlp, &sink, snap_rx.clone());
+    let telemetry = crate::otlp::start(&settings, listeners.otlp, &sink);
     let otlp_addr = telemetry.addr;
 
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);

@@ -296,7 +296,7 @@ pub struct Snapshot {
     /// JuiceFS mounts, from the latest round.
     pub juicefs: Arc<crate::juicefs::JuicefsState>,
     /// Claude Code telemetry received over OTLP.
-    pub claude_telemetry: Arc<crate::otlp::TelemetryState>,
+    pub claude_telemetry: Arc<crate::otlp::state::TelemetryTotals>,
     /// Watched systemd units.
     pub units: Arc<crate::systemd::UnitsState>,
     pub config_reload: ConfigReloadState,
@@ -459,6 +459,10 @@ fn ms(secs: f64) -> String {
 #[derive(Debug)]
 pub struct Model {
     state: Snapshot,
+    /// Claude Code telemetry with its working sets (streams, sessions, event hashes); only
+    /// its totals go into a snapshot, copied at publish when they changed.
+    telemetry: crate::otlp::TelemetryState,
+    telemetry_changed: bool,
 }
 
 impl Model {
@@ -482,6 +486,8 @@ impl Model {
                 updates_dropped_total: 0,
                 claude_transcripts: None,
             },
+            telemetry: Default::default(),
+            telemetry_changed: false,
         };
         model.apply(Update::Configure(services));
         model
@@ -548,7 +554,10 @@ impl Model {
             }
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
             Update::ClaudeTranscripts(t) => st.claude_transcripts = Some(t),
-            Update::ClaudeTelemetry(u) => Arc::make_mut(&mut st.claude_telemetry).apply(u),
+            Update::ClaudeTelemetry(u) => {
+                self.telemetry.apply(u);
+                self.telemetry_changed = true;
+            }
             Update::Juicefs(round) => crate::juicefs::state::apply(st, round),
             Update::Ping(reply) => {
                 let _ = reply.send(());
@@ -567,6 +576,9 @@ impl Model {
 
     /// The state as a new snapshot with the next generation number.
     pub fn publish(&mut self) -> Arc<Snapshot> {
+        if std::mem::take(&mut self.telemetry_changed) {
+            self.state.claude_telemetry = Arc::new(self.telemetry.totals.clone());
+        }
         self.state.generation += 1;
         Arc::new(self.state.clone())
     }

@@ -44,6 +44,12 @@ impl UpdateSink {
         true
     }
 
+    /// Queues a request that must not be dropped (a save, a ping), waiting for room; false
+    /// when the model has stopped. Sources of data use [`UpdateSink::send`].
+    pub async fn send_wait(&self, update: Update) -> bool {
+        self.tx.send(update).await.is_ok()
+    }
+
     /// Updates dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -1,14 +1,14 @@
 //! The telemetry section of `/metrics`: the translated `claude_code_*` families, the event
 //! metrics, `vibe_claude_*` summaries and the receiver's own `vibe_otlp_*` counters, built
-//! from a [`TelemetryState`] with [`crate::exposition::Family`]. Reads only.
+//! from the [`TelemetryTotals`] of a snapshot with [`crate::exposition::Family`]. Reads only.
 
 use prometheus::proto::MetricFamily;
 
-use super::state::{Kind, SeriesValue, TelemetryState};
+use super::state::{Kind, SeriesValue, TelemetryTotals};
 use crate::exposition::Family;
 
 /// Appends every telemetry family that has samples.
-pub fn families(t: &TelemetryState, out: &mut Vec<MetricFamily>) {
+pub fn families(t: &TelemetryTotals, out: &mut Vec<MetricFamily>) {
     for (name, fam) in &t.families {
         let help = if fam.help.is_empty() {
             "Claude Code telemetry (OTLP), summed over dropped attributes."
@@ -119,7 +119,7 @@ pub fn families(t: &TelemetryState, out: &mut Vec<MetricFamily>) {
         "vibe_otlp_streams",
         "OTLP streams remembered for cumulative tracking and re-delivery detection.",
     );
-    f.sample(&[], t.stream_count() as f64);
+    f.sample(&[], t.streams_tracked as f64);
     f.finish(out);
     let mut f = Family::counter(
         "vibe_otlp_streams_evicted_total",

@@ -4,18 +4,19 @@
 //!
 //! Writes are atomic (temp file in the same directory, fsync, rename, fsync of the
 //! directory): a crash leaves the old file or the new one, never half of one. The adapter
-//! task here also sends the model its periodic [`TelemetryUpdate::Tick`].
+//! task here also sends the model its periodic [`TelemetryUpdate::Tick`], and asks it for
+//! the file's content ([`TelemetryUpdate::Persist`]): the working sets it holds (streams,
+//! event hashes) never go into a snapshot.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::OtlpError;
 use super::state::{Persisted, TelemetryUpdate};
-use crate::model::{Snapshot, Update};
+use crate::model::Update;
 use crate::sink::UpdateSink;
 
 /// The file's name inside the state directory.
@@ -72,17 +73,34 @@ pub fn save(path: &Path, state: &Persisted) -> Result<(), OtlpError> {
     })
 }
 
-/// Runs until `stop` fires: every `interval`, ticks the model and saves the latest
-/// telemetry when it changed; at stop, saves once more.
+/// Asks the model for the state file's content; `None` when it does not answer.
+async fn ask(sink: &UpdateSink) -> Option<Persisted> {
+    let (tx, rx) = oneshot::channel();
+    // Waits for room in the queue: a save request must not be dropped under a flood.
+    if !sink
+        .send_wait(Update::ClaudeTelemetry(TelemetryUpdate::Persist(tx)))
+        .await
+    {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Runs until `stop` fires: every `interval`, ticks the model, asks it for the state
+/// file's content and saves it when it changed; at stop, asks and saves once more. The
+/// model answers after every update queued before the question, so the last save holds
+/// everything the receiver accepted.
 pub async fn run(
     file: PathBuf,
     interval: Duration,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
     sink: UpdateSink,
     forward: Option<super::forward::Forwarder>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut last_written: Option<Arc<super::TelemetryState>> = None;
+    let mut last_written: Option<Persisted> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -90,32 +108,25 @@ pub async fn run(
             _ = tick.tick() => false,
             _ = &mut stop => true,
         };
-        if stopping {
-            // Let the model apply what is queued before the last save: it answers a ping
-            // only after every update queued before it, then publishes.
-            let (tx, rx) = oneshot::channel();
-            if sink.send(Update::Ping(tx)) {
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
-                let _ = tokio::time::timeout(Duration::from_millis(200), snapshots.changed()).await;
-            }
-        } else {
+        if !stopping {
             sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Tick {
                 now: crate::unix_now(),
                 forward: forward.as_ref().map(|f| f.stats()),
             }));
         }
-        let current = snapshots.borrow_and_update().claude_telemetry.clone();
-        let changed = last_written
-            .as_ref()
-            .is_none_or(|w| !Arc::ptr_eq(w, &current) && **w != *current);
-        if changed {
-            let persisted = current.persisted();
-            let file = file.clone();
-            match tokio::task::spawn_blocking(move || save(&file, &persisted)).await {
-                Ok(Ok(())) => last_written = Some(current),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save Claude telemetry totals"),
-                Err(e) => tracing::warn!(error = %e, "telemetry save task failed"),
+        match ask(&sink).await {
+            Some(current) if last_written.as_ref() != Some(&current) => {
+                let file = file.clone();
+                match tokio::task::spawn_blocking(move || save(&file, &current).map(|()| current))
+                    .await
+                {
+                    Ok(Ok(saved)) => last_written = Some(saved),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot save Claude telemetry totals"),
+                    Err(e) => tracing::warn!(error = %e, "telemetry save task failed"),
+                }
             }
+            Some(_) => {}
+            None => tracing::warn!("the model did not answer a telemetry save request"),
         }
         if stopping {
             break;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::Signal;
@@ -14,7 +14,7 @@ use super::forward::Forwarder;
 use super::receiver::{self, Receiver};
 use super::state::{Limits, TelemetryUpdate};
 use crate::config::Settings;
-use crate::model::{Snapshot, Update};
+use crate::model::Update;
 use crate::sink::UpdateSink;
 
 /// How long shutdown waits for in-flight requests and the last save.
@@ -37,7 +37,6 @@ pub fn start(
     settings: &Settings,
     listener: Option<tokio::net::TcpListener>,
     sink: &UpdateSink,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
 ) -> TelemetryService {
     sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Configure(
         Box::new(Limits::from_settings(&settings.otlp)),
@@ -78,7 +77,6 @@ pub fn start(
     let persist = tokio::spawn(super::persist::run(
         file,
         settings.otlp.persist_interval,
-        snapshots,
         sink.clone(),
         forward.clone(),
         persist_rx,

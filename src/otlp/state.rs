@@ -44,6 +44,8 @@ pub enum TelemetryUpdate {
         now: f64,
         forward: Option<super::forward::ForwardStats>,
     },
+    /// Asks for the state file's content, as of every update queued before this one.
+    Persist(tokio::sync::oneshot::Sender<Persisted>),
 }
 
 /// Limits and settings the state needs.
@@ -245,9 +247,11 @@ pub struct Persisted {
 /// Event hashes kept in the state file.
 pub const PERSISTED_EVENT_HASHES: usize = 8192;
 
-/// The model's telemetry section.
-#[derive(Debug, Clone, Default)]
-pub struct TelemetryState {
+/// What `/metrics` shows of the telemetry: the exported families and the receiver's
+/// counters. The snapshot holds this, and only this; the working sets below stay in the
+/// model, so a publish never copies them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryTotals {
     pub families: BTreeMap<Arc<str>, FamilyState>,
     /// Label sets refused per family because of the series cap.
     pub overflow: BTreeMap<Arc<str>, u64>,
@@ -257,38 +261,34 @@ pub struct TelemetryState {
     pub receiver: ReceiverStats,
     /// The forwarder's counters, as of the last tick.
     pub forward: super::forward::ForwardStats,
-    streams: HashMap<u64, StreamState>,
-    sessions: HashMap<u64, f64>,
-    event_seen: HashSet<u64>,
-    event_order: VecDeque<u64>,
-    limits: Limits,
+    /// Streams the model remembers.
+    pub streams_tracked: u64,
 }
 
-impl PartialEq for TelemetryState {
-    fn eq(&self, other: &Self) -> bool {
-        self.families == other.families
-            && self.overflow == other.overflow
-            && self.cost_today == other.cost_today
-            && self.last_received == other.last_received
-            && self.active_sessions == other.active_sessions
-            && self.receiver == other.receiver
-            && self.streams == other.streams
-    }
-}
-
-impl serde::Serialize for TelemetryState {
-    /// Snapshots serialize their telemetry as the persisted form (counters only; no
-    /// per-session data besides hashes).
+impl serde::Serialize for TelemetryTotals {
+    /// Snapshots serialize their telemetry as counters only (no per-session data).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let families: BTreeMap<&str, &FamilyState> =
             self.families.iter().map(|(k, v)| (&**k, v)).collect();
-        let mut m = serde::Serializer::serialize_struct(s, "TelemetryState", 3)?;
+        let mut m = serde::Serializer::serialize_struct(s, "TelemetryTotals", 3)?;
         use serde::ser::SerializeStruct;
         m.serialize_field("families", &families)?;
         m.serialize_field("cost_today", &self.cost_today)?;
         m.serialize_field("active_sessions", &self.active_sessions)?;
         m.end()
     }
+}
+
+/// The model's telemetry section: the totals it publishes, and the working sets that turn
+/// points into exact increases (streams, sessions, recent event hashes).
+#[derive(Debug, Default)]
+pub struct TelemetryState {
+    pub totals: TelemetryTotals,
+    streams: HashMap<u64, StreamState>,
+    sessions: HashMap<u64, f64>,
+    event_seen: HashSet<u64>,
+    event_order: VecDeque<u64>,
+    limits: Limits,
 }
 
 fn add_drop(stats: &mut ReceiverStats, reason: DropReason, n: u64) {
@@ -306,11 +306,15 @@ impl TelemetryState {
             TelemetryUpdate::Receipt(r) => self.receipt(*r),
             TelemetryUpdate::Tick { now, forward } => {
                 if let Some(f) = forward {
-                    self.forward = f;
+                    self.totals.forward = f;
                 }
                 self.tick(now)
             }
+            TelemetryUpdate::Persist(reply) => {
+                let _ = reply.send(self.persisted());
+            }
         }
+        self.totals.streams_tracked = self.streams.len() as u64;
     }
 
     /// The state file's content.
@@ -318,13 +322,14 @@ impl TelemetryState {
         Persisted {
             version: 1,
             families: self
+                .totals
                 .families
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             streams: self.streams.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            cost_today: self.cost_today.clone(),
-            last_received: self.last_received.clone(),
+            cost_today: self.totals.cost_today.clone(),
+            last_received: self.totals.last_received.clone(),
             recent_events: self
                 .event_order
                 .iter()
@@ -338,7 +343,10 @@ impl TelemetryState {
 
     /// Series in a family (0 when absent).
     pub fn series_count(&self, family: &str) -> usize {
-        self.families.get(family).map_or(0, |f| f.series.len())
+        self.totals
+            .families
+            .get(family)
+            .map_or(0, |f| f.series.len())
     }
 
     /// Streams remembered.
@@ -351,11 +359,15 @@ impl TelemetryState {
         // state file is read before the receiver starts).
         for (name, fam) in p.families {
             let name: Arc<str> = Arc::from(name);
-            let entry = self.families.entry(name).or_insert_with(|| FamilyState {
-                kind: fam.kind,
-                help: fam.help.clone(),
-                series: BTreeMap::new(),
-            });
+            let entry = self
+                .totals
+                .families
+                .entry(name)
+                .or_insert_with(|| FamilyState {
+                    kind: fam.kind,
+                    help: fam.help.clone(),
+                    series: BTreeMap::new(),
+                });
             if entry.kind != fam.kind {
                 continue;
             }
@@ -381,8 +393,8 @@ impl TelemetryState {
         for (k, s) in p.streams {
             self.streams.entry(k).or_insert(s);
         }
-        if self.cost_today.day.is_empty() || p.cost_today.day > self.cost_today.day {
-            self.cost_today = p.cost_today;
+        if self.totals.cost_today.day.is_empty() || p.cost_today.day > self.totals.cost_today.day {
+            self.totals.cost_today = p.cost_today;
         }
         for h in p.recent_events {
             if self.event_seen.insert(h) {
@@ -390,13 +402,13 @@ impl TelemetryState {
             }
         }
         for (sig, t) in p.last_received {
-            let e = self.last_received.entry(sig).or_insert(t);
+            let e = self.totals.last_received.entry(sig).or_insert(t);
             *e = e.max(t);
         }
     }
 
     fn receipt(&mut self, r: Receipt) {
-        let stats = &mut self.receiver;
+        let stats = &mut self.totals.receiver;
         *stats.requests.entry((r.path, r.status)).or_default() += 1;
         if let Some(reason) = r.decode_error {
             *stats.decode_errors.entry(reason).or_default() += 1;
@@ -411,13 +423,13 @@ impl TelemetryState {
         }
         match r.payload {
             Payload::Metrics(b) => {
-                self.last_received.insert(Signal::Metrics, r.at);
+                self.totals.last_received.insert(Signal::Metrics, r.at);
                 self.see_sessions(&b.sessions, r.at);
                 for (reason, n) in &b.drops.0 {
-                    add_drop(&mut self.receiver, *reason, *n);
+                    add_drop(&mut self.totals.receiver, *reason, *n);
                 }
                 for (family, help) in b.help {
-                    if let Some(f) = self.families.get_mut(&family) {
+                    if let Some(f) = self.totals.families.get_mut(&family) {
                         if f.help.is_empty() {
                             f.help = help;
                         }
@@ -432,18 +444,19 @@ impl TelemetryState {
                 self.bound_streams();
             }
             Payload::Logs(b) => {
-                self.last_received.insert(Signal::Logs, r.at);
+                self.totals.last_received.insert(Signal::Logs, r.at);
                 self.see_sessions(&b.sessions, r.at);
                 for (reason, n) in &b.drops.0 {
-                    add_drop(&mut self.receiver, *reason, *n);
+                    add_drop(&mut self.totals.receiver, *reason, *n);
                 }
                 for e in b.events {
                     self.event(e);
                 }
             }
             Payload::Traces { spans } => {
-                self.last_received.insert(Signal::Traces, r.at);
+                self.totals.last_received.insert(Signal::Traces, r.at);
                 *self
+                    .totals
                     .receiver
                     .points_accepted
                     .entry(Signal::Traces)
@@ -456,17 +469,20 @@ impl TelemetryState {
     fn pending_help(&mut self, family: Arc<str>, help: String) {
         // A family is created with its first point; creating it empty here is harmless
         // (empty families are not exposed) and keeps the description.
-        self.families.entry(family).or_insert_with(|| FamilyState {
-            kind: Kind::Counter,
-            help,
-            series: BTreeMap::new(),
-        });
+        self.totals
+            .families
+            .entry(family)
+            .or_insert_with(|| FamilyState {
+                kind: Kind::Counter,
+                help,
+                series: BTreeMap::new(),
+            });
     }
 
     fn see_sessions(&mut self, sessions: &[u64], now: f64) {
         for s in sessions {
             if self.sessions.insert(*s, now).is_none() {
-                self.active_sessions += 1;
+                self.totals.active_sessions += 1;
             }
         }
         if self.sessions.len() > self.limits.max_streams {
@@ -477,7 +493,7 @@ impl TelemetryState {
     fn tick(&mut self, now: f64) {
         let window = self.limits.active_window_secs;
         self.sessions.retain(|_, seen| now - *seen <= window);
-        self.active_sessions = self.sessions.len() as u64;
+        self.totals.active_sessions = self.sessions.len() as u64;
         let ttl = self.limits.stream_ttl_secs;
         let before = self.streams.len();
         self.streams.retain(|_, s| {
@@ -487,10 +503,10 @@ impl TelemetryState {
                 Temporality::Cumulative => idle <= ttl,
             }
         });
-        self.receiver.streams_evicted += (before - self.streams.len()) as u64;
+        self.totals.receiver.streams_evicted += (before - self.streams.len()) as u64;
         let today = self.local_day(now);
-        if self.cost_today.day < today {
-            self.cost_today = CostToday {
+        if self.totals.cost_today.day < today {
+            self.totals.cost_today = CostToday {
                 day: today,
                 usd: 0.0,
             };
@@ -509,7 +525,7 @@ impl TelemetryState {
         let cut = *cut;
         let before = self.streams.len();
         self.streams.retain(|_, s| s.seen > cut);
-        self.receiver.streams_evicted += (before - self.streams.len()) as u64;
+        self.totals.receiver.streams_evicted += (before - self.streams.len()) as u64;
     }
 
     fn local_day(&self, unix_secs: f64) -> String {
@@ -551,7 +567,7 @@ impl TelemetryState {
                 value,
             } => {
                 if !self.fresh_delta(stream, start, time, now) {
-                    add_drop(&mut self.receiver, DropReason::Duplicate, 1);
+                    add_drop(&mut self.totals.receiver, DropReason::Duplicate, 1);
                     return;
                 }
                 Change::Add(
@@ -570,7 +586,7 @@ impl TelemetryState {
             } => match self.cumulative(stream, start, time, value, None, now) {
                 Ok((inc, _)) => Change::Add(inc, Kind::Counter),
                 Err(reason) => {
-                    add_drop(&mut self.receiver, reason, 1);
+                    add_drop(&mut self.totals.receiver, reason, 1);
                     return;
                 }
             },
@@ -583,7 +599,7 @@ impl TelemetryState {
             } => match temporality {
                 Temporality::Delta => {
                     if !self.fresh_delta(stream, start, time, now) {
-                        add_drop(&mut self.receiver, DropReason::Duplicate, 1);
+                        add_drop(&mut self.totals.receiver, DropReason::Duplicate, 1);
                         return;
                     }
                     Change::AddHist {
@@ -610,7 +626,7 @@ impl TelemetryState {
                         },
                         Ok((_, None)) => return,
                         Err(reason) => {
-                            add_drop(&mut self.receiver, reason, 1);
+                            add_drop(&mut self.totals.receiver, reason, 1);
                             return;
                         }
                     }
@@ -625,6 +641,7 @@ impl TelemetryState {
         let cap = self.limits.max_series_per_family;
         let is_cost = &*family == COST_FAMILY;
         let fam = self
+            .totals
             .families
             .entry(family.clone())
             .or_insert_with(|| FamilyState {
@@ -636,13 +653,13 @@ impl TelemetryState {
             fam.kind = kind;
         }
         if fam.kind != kind {
-            add_drop(&mut self.receiver, DropReason::TypeConflict, 1);
+            add_drop(&mut self.totals.receiver, DropReason::TypeConflict, 1);
             return;
         }
         if !fam.series.contains_key(labels.as_slice()) {
             if fam.series.len() >= cap {
-                *self.overflow.entry(family).or_default() += 1;
-                add_drop(&mut self.receiver, DropReason::SeriesCap, 1);
+                *self.totals.overflow.entry(family).or_default() += 1;
+                add_drop(&mut self.totals.receiver, DropReason::SeriesCap, 1);
                 return;
             }
             let fresh = match &change {
@@ -663,10 +680,10 @@ impl TelemetryState {
                 }
                 if is_cost && v > 0.0 {
                     let day = self.local_day(time as f64 / 1e9);
-                    if day > self.cost_today.day {
-                        self.cost_today = CostToday { day, usd: v };
-                    } else if day == self.cost_today.day {
-                        self.cost_today.usd += v;
+                    if day > self.totals.cost_today.day {
+                        self.totals.cost_today = CostToday { day, usd: v };
+                    } else if day == self.totals.cost_today.day {
+                        self.totals.cost_today.usd += v;
                     }
                 }
             }
@@ -685,12 +702,13 @@ impl TelemetryState {
                     h.sum += sum;
                 }
                 _ => {
-                    add_drop(&mut self.receiver, DropReason::BadBuckets, 1);
+                    add_drop(&mut self.totals.receiver, DropReason::BadBuckets, 1);
                     return;
                 }
             },
         }
         *self
+            .totals
             .receiver
             .points_accepted
             .entry(Signal::Metrics)
@@ -800,6 +818,7 @@ impl TelemetryState {
     ) -> Option<&mut SeriesValue> {
         let cap = self.limits.max_series_per_family;
         let fam = self
+            .totals
             .families
             .entry(Arc::from(family))
             .or_insert_with(|| FamilyState {
@@ -808,8 +827,8 @@ impl TelemetryState {
                 series: BTreeMap::new(),
             });
         if !fam.series.contains_key(&labels) && fam.series.len() >= cap {
-            *self.overflow.entry(Arc::from(family)).or_default() += 1;
-            add_drop(&mut self.receiver, DropReason::SeriesCap, 1);
+            *self.totals.overflow.entry(Arc::from(family)).or_default() += 1;
+            add_drop(&mut self.totals.receiver, DropReason::SeriesCap, 1);
             return None;
         }
         Some(fam.series.entry(labels).or_insert_with(|| match kind {
@@ -837,7 +856,7 @@ impl TelemetryState {
 
     fn event(&mut self, e: Event) {
         if !self.event_seen.insert(e.dedupe) {
-            add_drop(&mut self.receiver, DropReason::Duplicate, 1);
+            add_drop(&mut self.totals.receiver, DropReason::Duplicate, 1);
             return;
         }
         self.event_order.push_back(e.dedupe);
@@ -847,6 +866,7 @@ impl TelemetryState {
             }
         }
         *self
+            .totals
             .receiver
             .points_accepted
             .entry(Signal::Logs)
@@ -973,7 +993,12 @@ mod tests {
     }
 
     fn total(s: &TelemetryState) -> f64 {
-        match s.families[COST_FAMILY].series.values().next().unwrap() {
+        match s.totals.families[COST_FAMILY]
+            .series
+            .values()
+            .next()
+            .unwrap()
+        {
             SeriesValue::Counter(v) => *v,
             _ => panic!(),
         }
@@ -1014,7 +1039,7 @@ mod tests {
         st.apply(receipt(vec![sum(1, D, 4 * S, 5 * S, 4.0)], 5.0));
         st.apply(receipt(vec![sum(1, D, 3 * S, 4 * S, 8.0)], 5.0));
         assert_eq!(total(&st), 15.0);
-        assert_eq!(st.receiver.points_dropped["duplicate"], 1);
+        assert_eq!(st.totals.receiver.points_dropped["duplicate"], 1);
     }
 
     #[test]
@@ -1030,13 +1055,13 @@ mod tests {
             st.apply(receipt(vec![p], 2.0));
         }
         assert_eq!(st.series_count(COST_FAMILY), 2);
-        assert_eq!(st.overflow[COST_FAMILY], 1);
+        assert_eq!(st.totals.overflow[COST_FAMILY], 1);
         let text = serde_json::to_string(&st.persisted()).unwrap();
         let mut back = TelemetryState::default();
         back.apply(TelemetryUpdate::Restore(Box::new(
             serde_json::from_str(&text).unwrap(),
         )));
-        assert_eq!(back.families, st.families);
+        assert_eq!(back.totals.families, st.totals.families);
         assert_eq!(back.stream_count(), st.stream_count());
     }
 
@@ -1062,25 +1087,28 @@ mod tests {
             st.apply(TelemetryUpdate::Receipt(rc));
         }
         r(&mut st, vec![p(1, t1, 2.0)], t1 as f64, vec![11, 12]);
-        assert_eq!(st.cost_today.day, "2026-01-01");
-        assert_eq!(st.cost_today.usd, 2.0);
-        assert_eq!(st.active_sessions, 2);
+        assert_eq!(st.totals.cost_today.day, "2026-01-01");
+        assert_eq!(st.totals.cost_today.usd, 2.0);
+        assert_eq!(st.totals.active_sessions, 2);
         r(&mut st, vec![p(1, t2, 0.5)], t2 as f64, vec![12]);
-        assert_eq!(st.cost_today.day, "2026-01-02");
-        assert_eq!(st.cost_today.usd, 0.5);
+        assert_eq!(st.totals.cost_today.day, "2026-01-02");
+        assert_eq!(st.totals.cost_today.usd, 0.5);
         assert_eq!(total(&st), 2.5, "the counter itself never resets");
         st.apply(TelemetryUpdate::Tick {
             now: t2 as f64 + 60.0,
             forward: None,
         });
-        assert_eq!(st.active_sessions, 1, "session 11 was idle for an hour");
+        assert_eq!(
+            st.totals.active_sessions, 1,
+            "session 11 was idle for an hour"
+        );
         st.apply(TelemetryUpdate::Tick {
             now: t2 as f64 + 86_400.0,
             forward: None,
         });
-        assert_eq!(st.active_sessions, 0);
+        assert_eq!(st.totals.active_sessions, 0);
         assert_eq!(
-            (st.cost_today.day.as_str(), st.cost_today.usd),
+            (st.totals.cost_today.day.as_str(), st.totals.cost_today.usd),
             ("2026-01-03", 0.0)
         );
     }
