@@ -199,7 +199,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'
 
 /// Compares in time independent of where the strings differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme's case does
+/// not matter (RFC 9110, 11.1), and the spaces after it are skipped.
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Reads the body, refusing more than `limit` bytes (chunked bodies have no length).
@@ -298,7 +308,7 @@ async fn handle(
     let reply_format = *format.as_ref().unwrap_or(&Format::Json);
     if let Some(token) = &r.bearer {
         let given = header_str(&headers, header::AUTHORIZATION)
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .unwrap_or("");
         if !same_secret(given.as_bytes(), token.as_bytes()) {
             r.receipt(path, 401, Some(signal), 0, None, Payload::None);
@@ -385,4 +395,28 @@ async fn handle(
         ));
     }
     success_response(format, signal, rejected, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer_credentials, same_secret};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_other_schemes_give_nothing() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+        assert_eq!(bearer_credentials("Bearer "), Some(""));
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokem"));
+        assert!(!same_secret(b"token", b"token2"));
+        assert!(!same_secret(b"", b"token"));
+    }
 }

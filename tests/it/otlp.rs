@@ -1346,11 +1346,14 @@ async fn forwarding_overflow_drops_the_oldest_bodies_and_counts_exactly_those() 
 }
 
 /// A JSON metrics body adding `n` to `claude_code_commit_count_total`.
+/// A delta of `n` commits; its time depends on `n`, so bodies with different counts are not
+/// taken for a re-sent batch.
 fn commits(n: u64) -> Vec<u8> {
+    let time = 1_700_000_000_000_000_000u64 + n;
     format!(
         r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"claude_code.commit.count",
         "sum":{{"aggregationTemporality":"AGGREGATION_TEMPORALITY_DELTA","isMonotonic":true,
-        "dataPoints":[{{"timeUnixNano":"1700000000000000000","asInt":"{n}"}}]}}}}]}}]}}]}}"#
+        "dataPoints":[{{"timeUnixNano":"{time}","asInt":"{n}"}}]}}}}]}}]}}]}}"#
     )
     .into_bytes()
 }
@@ -1378,7 +1381,8 @@ impl OtlpAgent {
 }
 
 /// Requests without the token are refused (401, UNAUTHENTICATED), counted by status, and
-/// count nothing else; the right token is accepted; the token never reaches /metrics.
+/// count nothing else; the right token is accepted under either case of the scheme; the
+/// token never reaches /metrics.
 async fn assert_bearer_token_enforced(a: &mut OtlpAgent, token: &str) {
     let refused = [
         None,
@@ -1408,19 +1412,23 @@ async fn assert_bearer_token_enforced(a: &mut OtlpAgent, token: &str) {
     assert_eq!(total(&m, "vibe_otlp_decode_errors_total"), 0.0);
     assert!(!m.text.contains(token), "the token is in /metrics");
 
-    let (status, reply) = a
-        .post_authorized(Some(&format!("Bearer {token}")), commits(2))
-        .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    // The scheme's case does not matter (RFC 9110); the token's does (refused above).
+    for (auth, n) in [
+        (format!("Bearer {token}"), 2),
+        (format!("bearer {token}"), 3),
+    ] {
+        let (status, reply) = a.post_authorized(Some(&auth), commits(n)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    }
     let m = a.settled().await;
     assert_eq!(
         m.value("vibe_otlp_requests_total{path=\"/v1/metrics\",status=\"200\"}"),
-        Some(1.0)
+        Some(2.0)
     );
-    assert_eq!(total(&m, "claude_code_commit_count_total"), 2.0);
+    assert_eq!(total(&m, "claude_code_commit_count_total"), 5.0);
     assert_eq!(
         m.value("vibe_otlp_points_accepted_total{signal=\"metrics\"}"),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(!m.text.contains(token), "the token is in /metrics");
 }
