@@ -7,11 +7,15 @@
 //!    tests/fixtures/otlp) and for a large synthetic one (1 000 points), against prost's
 //!    bare decode of the same bytes (what a receiver that builds the messages pays before
 //!    converting anything) and prost decode followed by conversion.
-//! 2. End to end over HTTP: the release `vibe-agent` binary as a child, flooded for
-//!    `BENCH_SECS` (default 20; the issue's figure is 60) by `BENCH_CONNECTIONS` (default
-//!    16) kept-alive connections posting the Claude-sized request; requests per second,
-//!    p50/p99 latency, and the child's RSS before, during and after. The same flood then
-//!    goes to VictoriaMetrics' own OTLP endpoint (Debian `victoria-metrics`) as the peer.
+//! 2. End to end over HTTP: the release `vibe-agent` binary as a child, posting the
+//!    Claude-sized request for `BENCH_SECS` (default 20; the issue's figure is 60) twice:
+//!    paced open-loop at `BENCH_RATE` requests/s (default 10 000, the issue's target) over
+//!    `BENCH_PACED_CONNECTIONS` (default 64) connections, latency counted from each
+//!    request's due time; then closed-loop over `BENCH_CONNECTIONS` (default 16) for the
+//!    most it answers. Both print p50/p99 latency and the child's RSS before, during and
+//!    after. The same floods then go to VictoriaMetrics (Debian `victoria-metrics`) as the
+//!    peer, carrying the same samples: as OTLP where it takes OTLP (v1.92+), else as
+//!    Prometheus text to `/api/v1/import/prometheus` (Debian 12 ships 1.79).
 //!
 //! `BENCH_HTTP=0` runs part 1 only. Children are killed by PID at the end, also on a panic.
 
@@ -41,6 +45,49 @@ fn claude_body() -> Vec<u8> {
         .map(|v| std::fs::read(dir.join(v["file"].as_str().unwrap())).unwrap())
         .max_by_key(Vec::len)
         .expect("a metrics body")
+}
+
+/// The Claude body's points as Prometheus text, every attribute a label (what
+/// VictoriaMetrics ingests at `/api/v1/import/prometheus`): the peer's request carries the
+/// same samples, in the format it takes on this machine (Debian's 1.79 has no OTLP).
+fn claude_text_body() -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+    let req = ExportMetricsServiceRequest::decode(&claude_body()[..]).unwrap();
+    let mut out = String::new();
+    for m in req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+    {
+        let pts = match &m.data {
+            Some(Data::Sum(s)) => &s.data_points,
+            Some(Data::Gauge(g)) => &g.data_points,
+            _ => continue,
+        };
+        for p in pts {
+            let labels: Vec<String> = p
+                .attributes
+                .iter()
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(v) => Some(format!("{}={v:?}", kv.key.replace('.', "_"))),
+                    _ => None,
+                })
+                .collect();
+            let v = match p.value {
+                Some(number_data_point::Value::AsDouble(d)) => d,
+                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                None => continue,
+            };
+            out.push_str(&format!(
+                "{}{{{}}} {v}\n",
+                m.name.replace('.', "_"),
+                labels.join(",")
+            ));
+        }
+    }
+    out.into_bytes()
 }
 
 /// The Claude body with its points repeated until it holds about `n`, each with its own
@@ -192,7 +239,14 @@ fn wait_port(port: u16) {
     }
 }
 
-async fn flood(url: String, body: Vec<u8>, secs: u64, connections: usize, pid: u32) -> String {
+async fn flood(
+    url: String,
+    req: Request,
+    secs: u64,
+    connections: usize,
+    pid: u32,
+) -> (String, f64) {
+    let (body, content_type) = (req.body, req.content_type);
     let body = axum::body::Bytes::from(body);
     let stop = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -212,7 +266,7 @@ async fn flood(url: String, body: Vec<u8>, secs: u64, connections: usize, pid: u
                 let t = Instant::now();
                 let r = client
                     .post(&url)
-                    .header("content-type", "application/x-protobuf")
+                    .header("content-type", content_type)
                     .body(body.clone())
                     .send()
                     .await;
@@ -244,14 +298,117 @@ async fn flood(url: String, body: Vec<u8>, secs: u64, connections: usize, pid: u
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
-    format!(
-        "{:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors; RSS {rss_before:.1} MiB before, \
+    let rps = lat.len() as f64 / secs as f64;
+    let line = format!(
+        "{rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors; RSS {rss_before:.1} MiB before, \
          {rss_peak:.1} MiB peak, {:.1} MiB after",
-        lat.len() as f64 / secs as f64,
         q(0.5),
         q(0.99),
         rss_mib(pid)
-    )
+    );
+    (line, rps)
+}
+
+/// Open-loop load: request `i` is due at `start + i / rate`, spread over `connections`
+/// kept-alive connections (request `i` on connection `i mod connections`, as wrk2 does).
+/// Latency is counted from the due time, so a slow answer delays the requests queued
+/// behind it and shows in the figure (no coordinated omission); the service time (from
+/// the actual send) is printed beside it. RSS is sampled every 500 ms and printed every
+/// 10 s, so growth under the flood is visible.
+async fn paced(
+    url: String,
+    req: Request,
+    rate: f64,
+    secs: u64,
+    connections: usize,
+    pid: u32,
+) -> (String, f64) {
+    let (body, content_type) = (req.body, req.content_type);
+    let body = axum::body::Bytes::from(body);
+    let start = Instant::now() + Duration::from_millis(100);
+    let stop = start + Duration::from_secs(secs);
+    let rss_before = rss_mib(pid);
+    let mut tasks = Vec::new();
+    for k in 0..connections {
+        let url = url.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut from_due, mut service) = (Vec::new(), Vec::new());
+            let mut errors = 0u64;
+            let mut i = k as u64;
+            loop {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                if due >= stop {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        let done = Instant::now();
+                        from_due.push(done - due);
+                        service.push(done - sent);
+                    }
+                    _ => errors += 1,
+                }
+                i += connections as u64;
+            }
+            (from_due, service, errors)
+        }));
+    }
+    let mut rss_peak = rss_before;
+    let mut marks = Vec::new();
+    let mut next_mark = start + Duration::from_secs(10);
+    while Instant::now() < stop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = rss_mib(pid);
+        rss_peak = rss_peak.max(rss);
+        if Instant::now() >= next_mark {
+            marks.push(format!("{rss:.1}"));
+            next_mark += Duration::from_secs(10);
+        }
+    }
+    let (mut from_due, mut service) = (Vec::new(), Vec::new());
+    let mut errors = 0;
+    for t in tasks {
+        let (d, s, e) = t.await.unwrap();
+        from_due.extend(d);
+        service.extend(s);
+        errors += e;
+    }
+    from_due.sort();
+    service.sort();
+    let q = |lat: &[Duration], p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let line = format!(
+        "{:.0} requests/s answered (target {rate:.0}), {errors} errors; from the due time p50 {:.2} ms, \
+         p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; service time p50 {:.2} ms, p99 {:.2} ms; \
+         RSS {rss_before:.1} MiB before, every 10 s [{}], peak {rss_peak:.1} MiB, {:.1} MiB after",
+        from_due.len() as f64 / secs as f64,
+        q(&from_due, 0.5),
+        q(&from_due, 0.99),
+        q(&from_due, 0.999),
+        q(&from_due, 1.0),
+        q(&service, 0.5),
+        q(&service, 0.99),
+        marks.join(", "),
+        rss_mib(pid)
+    );
+    (line, q(&from_due, 0.99))
 }
 
 fn agent(state: &Path, metrics: u16, otlp: u16) -> Peer {
@@ -276,18 +433,80 @@ fn agent(state: &Path, metrics: u16, otlp: u16) -> Peer {
     Peer { child }
 }
 
+/// A request body and its content type.
+#[derive(Clone)]
+struct Request {
+    body: Vec<u8>,
+    content_type: &'static str,
+}
+
+fn otlp_request() -> Request {
+    Request {
+        body: claude_body(),
+        content_type: "application/x-protobuf",
+    }
+}
+
+/// Both floods against one server: paced at `rate` (the latency figure), then closed-loop
+/// (the most it answers). Returns the paced p99 in ms and the closed-loop requests/s.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    url: &str,
+    req: Request,
+    pid: u32,
+    load: &Load,
+) -> (f64, f64) {
+    let (line, p99) = rt.block_on(paced(
+        url.to_string(),
+        req.clone(),
+        load.rate,
+        load.secs,
+        load.paced_connections,
+        pid,
+    ));
+    println!(
+        "{name}, paced ({} s, {} connections, 2 cores shared with the load): {line}",
+        load.secs, load.paced_connections
+    );
+    let (line, rps) = rt.block_on(flood(
+        url.to_string(),
+        req,
+        load.secs,
+        load.connections,
+        pid,
+    ));
+    println!(
+        "{name}, closed loop ({} s, {} connections, 2 cores shared with the load): {line}",
+        load.secs, load.connections
+    );
+    (p99, rps)
+}
+
+struct Load {
+    secs: u64,
+    rate: f64,
+    paced_connections: usize,
+    connections: usize,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs: u64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let conns: usize = std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
+    let load = Load {
+        secs: env_or("BENCH_SECS", 20),
+        rate: env_or("BENCH_RATE", 10_000.0),
+        paced_connections: env_or("BENCH_PACED_CONNECTIONS", 64),
+        connections: env_or("BENCH_CONNECTIONS", 16),
+    };
     in_process("claude-sized request", &claude_body());
     in_process("1000-point request", &big_body(1000));
     if std::env::var("BENCH_HTTP").as_deref() == Ok("0") {
@@ -303,15 +522,13 @@ fn main() {
     let (mp, op) = (free_port(), free_port());
     let a = agent(state.path(), mp, op);
     wait_port(op);
-    let line = rt.block_on(flood(
-        format!("http://127.0.0.1:{op}/v1/metrics"),
-        claude_body(),
-        secs,
-        conns,
+    let (agent_p99, agent_rps) = measure(
+        &rt,
+        "vibe-agent /v1/metrics",
+        &format!("http://127.0.0.1:{op}/v1/metrics"),
+        otlp_request(),
         a.child.id(),
-    ));
-    println!(
-        "vibe-agent over HTTP ({secs} s, {conns} connections, 2 cores shared with the load): {line}"
+        &load,
     );
     drop(a);
 
@@ -328,32 +545,55 @@ fn main() {
             .expect("start victoria-metrics");
         let p = Peer { child };
         wait_port(port);
-        let probe = rt.block_on(async {
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .post(format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics"))
-                .header("content-type", "application/x-protobuf")
-                .body(claude_body())
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        });
-        if probe.as_ref().map_or(true, |s| !(200..300).contains(s)) {
+        let accepts = |url: &str, req: &Request| {
+            rt.block_on(async {
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .unwrap()
+                    .post(url)
+                    .header("content-type", req.content_type)
+                    .body(req.body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        };
+        let otlp = format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics");
+        let import = format!("http://127.0.0.1:{port}/api/v1/import/prometheus");
+        let text = Request {
+            body: claude_text_body(),
+            content_type: "text/plain",
+        };
+        let (name, url, req) = if accepts(&otlp, &otlp_request()) {
+            (
+                "peer victoria-metrics /opentelemetry/v1/metrics",
+                otlp,
+                otlp_request(),
+            )
+        } else if accepts(&import, &text) {
             println!(
-                "peer victoria-metrics does not accept OTLP here ({probe:?}; OTLP ingestion needs v1.92+): no HTTP ratio"
+                "peer victoria-metrics takes no OTLP here (v1.92+ does): the same {} samples \
+                 as Prometheus text, {} bytes",
+                String::from_utf8_lossy(&text.body).lines().count(),
+                text.body.len()
             );
+            (
+                "peer victoria-metrics /api/v1/import/prometheus",
+                import,
+                text,
+            )
+        } else {
+            println!("peer victoria-metrics takes neither OTLP nor the text import: no HTTP ratio");
             return;
-        }
-        let line = rt.block_on(flood(
-            format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics"),
-            claude_body(),
-            secs,
-            conns,
-            p.child.id(),
-        ));
-        println!("peer victoria-metrics /opentelemetry/v1/metrics, same flood: {line}");
+        };
+        let (peer_p99, peer_rps) = measure(&rt, name, &url, req, p.child.id(), &load);
+        println!(
+            "ratios vibe-agent/peer: closed-loop requests/s {:.2}; paced p99 {:.2} (below 1: \
+             the agent answers sooner)",
+            agent_rps / peer_rps,
+            agent_p99 / peer_p99
+        );
     } else {
         println!("peer victoria-metrics not installed (Debian victoria-metrics): no HTTP ratio");
     }
