@@ -170,7 +170,11 @@ fn in_process(name: &str, body: &[u8]) {
     let t = Instant::now();
     let mut iters = 0u64;
     while t.elapsed() < budget {
-        let batch = decode::metrics_batch(body, Format::Protobuf, &policy).unwrap();
+        let mut batch = decode::metrics_batch(body, Format::Protobuf, &policy).unwrap();
+        // Fresh times: every delta is added, none dropped as re-sent.
+        for p in &mut batch.points {
+            p.time_unix_nano += iters * 1_000_000_000;
+        }
         state.apply(TelemetryUpdate::Receipt(Box::new(Receipt {
             at: iters as f64,
             path: "/v1/metrics",
@@ -246,14 +250,13 @@ async fn flood(
     connections: usize,
     pid: u32,
 ) -> (String, f64) {
-    let (body, content_type) = (req.body, req.content_type);
-    let body = axum::body::Bytes::from(body);
+    let req = std::sync::Arc::new(req);
     let stop = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     let rss_before = rss_mib(pid);
     for _ in 0..connections {
         let url = url.clone();
-        let body = body.clone();
+        let req = req.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .no_proxy()
@@ -266,8 +269,8 @@ async fn flood(
                 let t = Instant::now();
                 let r = client
                     .post(&url)
-                    .header("content-type", content_type)
-                    .body(body.clone())
+                    .header("content-type", req.content_type)
+                    .body(req.next_body())
                     .send()
                     .await;
                 match r {
@@ -323,15 +326,14 @@ async fn paced(
     connections: usize,
     pid: u32,
 ) -> (String, f64) {
-    let (body, content_type) = (req.body, req.content_type);
-    let body = axum::body::Bytes::from(body);
+    let req = std::sync::Arc::new(req);
     let start = Instant::now() + Duration::from_millis(100);
     let stop = start + Duration::from_secs(secs);
     let rss_before = rss_mib(pid);
     let mut tasks = Vec::new();
     for k in 0..connections {
         let url = url.clone();
-        let body = body.clone();
+        let req = req.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .no_proxy()
@@ -350,8 +352,8 @@ async fn paced(
                 let sent = Instant::now();
                 let r = client
                     .post(&url)
-                    .header("content-type", content_type)
-                    .body(body.clone())
+                    .header("content-type", req.content_type)
+                    .body(req.next_body())
                     .send()
                     .await;
                 match r {
@@ -433,17 +435,78 @@ fn agent(state: &Path, metrics: u16, otlp: u16) -> Peer {
     Peer { child }
 }
 
-/// A request body and its content type.
+/// A request body and its content type. `time_slots` are the byte offsets of the points'
+/// `time_unix_nano` (fixed64): each request gets fresh times there, so the receiver adds
+/// every delta instead of dropping a re-sent batch.
 #[derive(Clone)]
 struct Request {
     body: Vec<u8>,
     content_type: &'static str,
+    time_slots: Vec<usize>,
 }
 
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Request {
+    /// The body to send next: with fresh point times when it has slots.
+    fn next_body(&self) -> axum::body::Bytes {
+        let mut body = self.body.clone();
+        if !self.time_slots.is_empty() {
+            let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let time = 1_800_000_000_000_000_000u64 + seq * 1_000;
+            for (k, &at) in self.time_slots.iter().enumerate() {
+                body[at..at + 8].copy_from_slice(&(time + k as u64).to_le_bytes());
+            }
+        }
+        body.into()
+    }
+}
+
+/// The Claude body, each point's time set to a marker whose bytes locate its slot.
 fn otlp_request() -> Request {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    const MARK: u64 = 0x7e57_0000_0000_0000;
+    let mut req = ExportMetricsServiceRequest::decode(&claude_body()[..]).unwrap();
+    let mut k = 0;
+    let mut mark = |t: &mut u64| {
+        *t = MARK + k;
+        k += 1;
+    };
+    for m in req
+        .resource_metrics
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_metrics)
+        .flat_map(|s| &mut s.metrics)
+    {
+        match &mut m.data {
+            Some(Data::Sum(s)) => s
+                .data_points
+                .iter_mut()
+                .for_each(|p| mark(&mut p.time_unix_nano)),
+            Some(Data::Gauge(g)) => g
+                .data_points
+                .iter_mut()
+                .for_each(|p| mark(&mut p.time_unix_nano)),
+            Some(Data::Histogram(h)) => h
+                .data_points
+                .iter_mut()
+                .for_each(|p| mark(&mut p.time_unix_nano)),
+            _ => {}
+        }
+    }
+    let body = req.encode_to_vec();
+    let time_slots: Vec<usize> = (0..k)
+        .map(|i| {
+            let needle = (MARK + i).to_le_bytes();
+            body.windows(8)
+                .position(|w| w == needle)
+                .expect("the marker is in the body")
+        })
+        .collect();
     Request {
-        body: claude_body(),
+        body,
         content_type: "application/x-protobuf",
+        time_slots,
     }
 }
 
@@ -530,6 +593,24 @@ fn main() {
         a.child.id(),
         &load,
     );
+    let counts = rt.block_on(async {
+        let text = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{mp}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("vibe_otlp_points_"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    println!("vibe-agent after both floods: {counts}");
     drop(a);
 
     let vm = Path::new("/usr/bin/victoria-metrics");
@@ -564,6 +645,7 @@ fn main() {
         let text = Request {
             body: claude_text_body(),
             content_type: "text/plain",
+            time_slots: Vec::new(),
         };
         let (name, url, req) = if accepts(&otlp, &otlp_request()) {
             (
