@@ -74,8 +74,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Applies a new configuration (services, paths, intervals). Listener addresses are
-    /// only read at start.
+    /// Applies a new configuration (services, paths, intervals, the log level). Listener
+    /// addresses are only read at start.
     pub async fn reload(&self, settings: Settings) {
         let _ = self
             .control
@@ -199,6 +199,12 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
             tokio::select! {
                 _ = &mut shutdown_rx => break,
                 Some(Control::Reload(result)) = control_rx.recv() => {
+                    // A level tracing would read as a target (a typo such as "debgu") fails
+                    // the reload like any invalid key: nothing of the new file applies.
+                    let result = result.and_then(|new| match crate::logging::parse_level(&new.log_level) {
+                        Ok(_) => Ok(new),
+                        Err(e) => Err(e.to_string()),
+                    });
                     match result {
                         Ok(new) => {
                             let new = *new;
@@ -216,6 +222,9 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
                             main_sink.send(Update::Configure(ConfigureServices::from_settings(&new)));
                             match spawn_sources(&new, &main_sink, &mut sources) {
                                 Ok(()) => {
+                                    // Before the "reloaded" line, so that line is logged at
+                                    // the new level.
+                                    crate::logging::apply_config_level(&new.log_level);
                                     tracing::info!(services = new.services.len(), "configuration reloaded");
                                     main_sink.send(Update::ConfigReload { ok: true, at: unix_now() });
                                     current = new;

@@ -11,6 +11,7 @@ pub mod agent_process;
 pub mod claude_cli;
 pub mod fake_http;
 pub mod jupyterlab;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
