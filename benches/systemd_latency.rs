@@ -18,8 +18,8 @@
 //!    the CPU that the sandbox's systemd and dbus-daemon spent in the same window (what the
 //!    agent's steady-state D-Bus traffic costs the other side).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -37,78 +37,10 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The sandbox, powered off on drop (also on a panic).
-struct Sandbox {
-    dir: tempfile::TempDir,
-    pid: u32,
-}
-
-impl Sandbox {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("systemd-bench-")
-            .tempdir_in(repo().join("target"))
-            .expect("state dir under target/");
-        let out = Command::new(repo().join("scripts/systemd-sandbox"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/systemd-sandbox (needs root)");
-        assert!(
-            out.status.success(),
-            "sandbox did not boot: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid = std::fs::read_to_string(dir.path().join("pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Self { dir, pid }
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new(repo().join("scripts/systemd-sandbox"))
-            .arg("exec")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn bus(&self) -> String {
-        format!(
-            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
-            self.pid
-        )
-    }
-
-    /// Host PIDs of the sandbox's processes named `comm`.
-    fn host_pids(&self, comm: &str) -> Vec<u32> {
-        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid)).ok();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok() == ns)
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/systemd-sandbox"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
+/// The sandbox, powered off on drop (also on a panic): the tests' own.
+#[path = "../tests/it/support/sandbox.rs"]
+mod sandbox;
+use sandbox::Sandbox;
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -159,7 +91,7 @@ async fn main() {
     let changes = env_num("BENCH_CHANGES", 100) as usize;
     let idle = Duration::from_secs(env_num("BENCH_IDLE_SECS", 60));
     let sb = Sandbox::start();
-    let etc = sb.dir.path().join("etc-systemd-system");
+    let etc = sb.dir().join("etc-systemd-system");
     let mut names = Vec::new();
     for i in 0..UNITS {
         let name = format!("bench-{i:02}.service");
@@ -187,7 +119,7 @@ async fn main() {
     // 1. Latency, with the agent in-process.
     let state_dir = tempfile::tempdir().unwrap();
     let text = agent_config(
-        &sb.bus(),
+        &sb.bus_address(),
         "[\"bench-*.service\"]",
         state_dir.path(),
         "127.0.0.1:0",
@@ -210,7 +142,7 @@ async fn main() {
         .await
         .expect("the agent reads the 50 units");
 
-    let observer = zbus::connection::Builder::address(sb.bus().as_str())
+    let observer = zbus::connection::Builder::address(sb.bus_address().as_str())
         .build()
         .await
         .expect("observer connects");
@@ -318,7 +250,7 @@ async fn main() {
         let cfg = dir.join("agent.toml");
         std::fs::write(
             &cfg,
-            agent_config(&sb.bus(), units, dir, &format!("127.0.0.1:{port}")),
+            agent_config(&sb.bus_address(), units, dir, &format!("127.0.0.1:{port}")),
         )
         .unwrap();
         let child = Child2(

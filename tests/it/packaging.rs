@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::jupyterlab::sandbox_jupyter;
+use crate::support::sandbox::Sandbox;
 use crate::support::{
     Exposition, WAIT, end_child, free_port, http_client, repo_root, toml_str, wait_until,
 };
@@ -346,101 +347,40 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
 /// One install test at a time: they share this machine's /usr, /etc and /var.
 static HOST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The machine's systemd booted by `scripts/systemd-sandbox` (the approach of
-/// `systemd/sandbox.rs`), powered off on drop. Its state and every file the test hands to
-/// it (packages, the rpm database, the code-server stand-in's /healthz) live under
-/// /var/tmp, which the sandbox shares: /tmp, where a clone of the repo may be, is replaced
-/// by the sandbox's own.
-struct Sandbox {
-    dir: tempfile::TempDir,
-    script: PathBuf,
+/// What the install tests ask of the sandbox (`support::sandbox`) about vibe-agent.service.
+/// The sandbox's state and every file handed to it (packages, the rpm database, the
+/// code-server stand-in's /healthz) live under /var/tmp, which the sandbox shares: /tmp,
+/// where a clone of the repo may be, is replaced by the sandbox's own.
+fn boot() -> Sandbox {
+    Sandbox::start_under(Path::new("/var/tmp"), "vibe-agent-packaging-")
 }
 
-impl Sandbox {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("vibe-agent-packaging-")
-            .tempdir_in("/var/tmp")
-            .expect("a directory under /var/tmp");
-        let sb = Self {
-            script: repo_root().join("scripts/systemd-sandbox"),
-            dir,
-        };
-        let out = run(Command::new(&sb.script).arg("start").arg(sb.dir.path()));
-        assert!(
-            out.status.success(),
-            "scripts/systemd-sandbox start failed: {}\nboot log:\n{}",
-            said(&out),
-            std::fs::read_to_string(sb.dir.path().join("boot.log")).unwrap_or_default()
-        );
-        sb
-    }
-
-    /// A directory seen at the same path inside the sandbox and out.
-    fn shared(&self, name: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    /// A copy of `file` the sandbox can read, as a path for its commands.
-    fn hand_in(&self, file: &Path) -> String {
-        let copy = self.shared("in").join(file.file_name().unwrap());
-        std::fs::copy(file, &copy).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        copy.to_string_lossy().into_owned()
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        run(Command::new(&self.script)
-            .arg("exec")
-            .arg(self.dir.path())
-            .args(args))
-    }
-
-    /// Runs `args` inside; panics with what it said when it fails; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(
-            out.status.success(),
-            "{args:?} in the sandbox failed: {}\n{}",
-            said(&out),
-            self.status()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Writes a file under the sandbox's private /etc/systemd/system.
-    fn install(&self, relative: &str, text: &str) {
-        let path = self.dir.path().join("etc-systemd-system").join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-
+trait AgentUnit {
     /// One property of vibe-agent.service.
+    fn show(&self, property: &str) -> String;
+    /// `systemctl status` of vibe-agent.service, for failure messages.
+    fn agent_status(&self) -> String;
+    /// Docker images carry a /usr/sbin/policy-rc.d that forbids maintainer scripts to start
+    /// services; a real box has none. Hide it inside the sandbox's own mount namespace (the
+    /// host keeps it), so the postinst's start and the prerm's stop happen as on a box.
+    fn allow_service_starts_from_maintainer_scripts(&self);
+}
+
+impl AgentUnit for Sandbox {
     fn show(&self, property: &str) -> String {
         self.ok(&["systemctl", "show", "--value", "-p", property, UNIT])
             .trim()
             .to_string()
     }
 
-    fn status(&self) -> String {
-        let out = self.exec(&["systemctl", "status", "--no-pager", "-n", "20", UNIT]);
-        said(&out)
+    fn agent_status(&self) -> String {
+        self.status(&[UNIT])
     }
 
-    /// Docker images carry a /usr/sbin/policy-rc.d that forbids maintainer scripts to start
-    /// services; a real box has none. Hide it inside the sandbox's own mount namespace (the
-    /// host keeps it), so the postinst's start and the prerm's stop happen as on a box.
     fn allow_service_starts_from_maintainer_scripts(&self) {
         if Path::new("/usr/sbin/policy-rc.d").exists() {
             self.ok(&["mount", "--bind", "/bin/true", "/usr/sbin/policy-rc.d"]);
         }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = run(Command::new(&self.script).arg("stop").arg(self.dir.path()));
     }
 }
 
@@ -773,7 +713,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     let jupyter = sandbox_jupyter();
     let client = http_client();
     let started = Instant::now();
-    let sb = Sandbox::start();
+    let sb = boot();
     let _cleanup = HostCleanup::new(&sb, None);
     let deb = sb.hand_in(&pkgs.deb);
     sb.allow_service_starts_from_maintainer_scripts();
@@ -847,7 +787,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
         sb.show("ActiveState"),
         "active",
         "the postinst starts the unit: {}",
-        sb.status()
+        sb.agent_status()
     );
     let main_pid = sb.show("MainPID");
     assert_eq!(
@@ -879,7 +819,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
         "{}",
         first.vibe_lines()
     );
-    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert_eq!(sb.show("Type"), "notify");
     let user = run_ok(Command::new("getent").args(["passwd", "vibe-agent"]));
     assert!(
@@ -998,7 +938,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
         },
     )
     .await;
-    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert_eq!(
         sb.show("MainPID"),
         main_pid,
@@ -1030,7 +970,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
         if now != pinged { Ok(()) } else { Err(now) }
     })
     .await;
-    assert_eq!(sb.show("NRestarts"), "0", "{}", sb.status());
+    assert_eq!(sb.show("NRestarts"), "0", "{}", sb.agent_status());
     assert_eq!(sb.show("MainPID"), main_pid);
     // ... and a hung agent is restarted: a stopped process cannot exit or crash, so only
     // the watchdog explains a new MainPID and NRestarts=1.
@@ -1068,7 +1008,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     let before = sb.show("MainPID");
     let out = sb.exec(&["dpkg", "--install", &deb]);
     assert!(out.status.success(), "dpkg -i over itself: {}", said(&out));
-    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert_ne!(
         sb.show("MainPID"),
         before,
@@ -1082,7 +1022,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     // dpkg -r stops and removes it; the conffile and the state stay.
     sb.ok(&["dpkg", "--remove", "vibe-agent"]);
     wait_gone(&client, agent, "/metrics gone after dpkg -r").await;
-    assert_ne!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_ne!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert!(!Path::new("/usr/bin/vibe-agent").exists());
     assert!(Path::new("/var/lib/vibe-agent").is_dir());
     assert_eq!(
@@ -1112,7 +1052,7 @@ async fn deb_installs_runs_reloads_survives_a_hang_and_purges_on_a_real_systemd(
     // dpkg -P removes the state and the config as well.
     sb.ok(&["dpkg", "--purge", "vibe-agent"]);
     wait_gone(&client, agent, "/metrics gone after dpkg -P").await;
-    assert_eq!(sb.show("LoadState"), "not-found", "{}", sb.status());
+    assert_eq!(sb.show("LoadState"), "not-found", "{}", sb.agent_status());
     for gone in [
         "/var/lib/vibe-agent",
         "/etc/vibe-agent/agent.toml",
@@ -1135,7 +1075,7 @@ async fn rpm_installs_into_the_sandbox_and_runs_the_same_service() {
     let pkgs = packages();
     tool("rpm", "the Debian package rpm");
     let client = http_client();
-    let sb = Sandbox::start();
+    let sb = boot();
     let db = sb.shared("rpmdb");
     let _cleanup = HostCleanup::new(&sb, Some(db.clone()));
     let rpm_file = sb.hand_in(&pkgs.rpm);
@@ -1184,13 +1124,13 @@ async fn rpm_installs_into_the_sandbox_and_runs_the_same_service() {
         install.elapsed()
     );
     assert!(e.is("vibe_agent_config_last_reload_successful", 1.0));
-    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_eq!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert_eq!(sb.show("UnitFileState"), "enabled");
 
     // rpm -e: %preun disables and stops it.
     let out = sb.exec(&["rpm", "-e", "--nodeps", "--dbpath", &db, "vibe-agent"]);
     assert!(out.status.success(), "rpm -e: {}", said(&out));
     wait_gone(&client, agent, "/metrics gone after rpm -e").await;
-    assert_ne!(sb.show("ActiveState"), "active", "{}", sb.status());
+    assert_ne!(sb.show("ActiveState"), "active", "{}", sb.agent_status());
     assert!(!Path::new("/usr/bin/vibe-agent").exists());
 }

@@ -12,6 +12,7 @@ pub mod claude_cli;
 pub mod fake_http;
 pub mod jupyterlab;
 pub mod logs;
+pub mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};

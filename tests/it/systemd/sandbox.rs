@@ -10,8 +10,7 @@
 //! polling with a deadline; the observed latency, from just before `systemctl` runs to the
 //! scrape that shows it, is printed (the 1 s target is a benchmark figure, not asserted).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vibe_agent::config::Settings;
@@ -19,112 +18,12 @@ use vibe_agent::daemon::{self, Listeners};
 
 use super::{of, state};
 use crate::support::jupyterlab::sandbox_jupyter;
-use crate::support::{Exposition, MetricsClient, WAIT, free_port, repo_root, toml_str};
+use crate::support::sandbox::Sandbox;
+use crate::support::{Exposition, MetricsClient, WAIT, free_port, toml_str};
 
 /// How long one change may take to show in `/metrics` before the test fails. The target is
 /// 1 s; the deadline is loose because CI machines are noisy.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A booted sandbox, powered off on drop.
-pub struct Sandbox {
-    dir: tempfile::TempDir,
-    script: PathBuf,
-    pub pid: u32,
-}
-
-impl Sandbox {
-    pub fn start() -> Self {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "the systemd sandbox test needs root (it boots systemd in namespaces); run it \
-             as root, as CI does"
-        );
-        let target = repo_root().join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("systemd-sandbox-")
-            .tempdir_in(&target)
-            .expect("sandbox state dir");
-        let script = repo_root().join("scripts/systemd-sandbox");
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/systemd-sandbox");
-        let sandbox_pid = std::fs::read_to_string(dir.path().join("pid")).ok();
-        let mut sb = Self {
-            dir,
-            script,
-            pid: 0,
-        };
-        assert!(
-            out.status.success(),
-            "scripts/systemd-sandbox start failed: {}{}\nboot log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(sb.dir.path().join("boot.log")).unwrap_or_default()
-        );
-        sb.pid = sandbox_pid
-            .or_else(|| std::fs::read_to_string(sb.dir.path().join("pid")).ok())
-            .and_then(|p| p.trim().parse().ok())
-            .expect("the sandbox wrote its pid");
-        sb
-    }
-
-    /// The sandbox's system bus, seen from outside its mount namespace.
-    pub fn bus_address(&self) -> String {
-        format!(
-            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
-            self.pid
-        )
-    }
-
-    /// Runs a command inside.
-    pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new(&self.script)
-            .arg("exec")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .expect("run scripts/systemd-sandbox exec")
-    }
-
-    /// `systemctl ARGS` inside; panics when it fails.
-    pub fn systemctl(&self, args: &[&str]) {
-        let mut full = vec!["systemctl"];
-        full.extend_from_slice(args);
-        let out = self.exec(&full);
-        assert!(
-            out.status.success(),
-            "systemctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Writes a unit file into the sandbox's private `/etc/systemd/system`.
-    pub fn install_unit(&self, name: &str, text: &str) {
-        let path = self.dir.path().join("etc-systemd-system").join(name);
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-
-    /// `systemctl status` of some units, for failure messages.
-    pub fn status(&self, units: &[&str]) -> String {
-        let mut args = vec!["systemctl", "status", "--no-pager", "-n", "5"];
-        args.extend_from_slice(units);
-        let out = self.exec(&args);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 /// Polls `/metrics` every 5 ms until `pred` holds; returns how long it took from `since`
 /// (just before the command that caused the change).
@@ -169,7 +68,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
     let sb = Sandbox::start();
     let (jupyter_port, web_port) = (free_port(), free_port());
     let token = "sandbox-token";
-    sb.install_unit(
+    sb.install(
         "jupyter.service",
         &unit_file(
             "JupyterLab (test)",
@@ -184,7 +83,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
             ),
         ),
     );
-    sb.install_unit(
+    sb.install(
         "code-server.service",
         &unit_file(
             "code-server stand-in (test)",
@@ -195,7 +94,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
         ),
     );
     for name in ["juicefs-a.service", "juicefs-b.service"] {
-        sb.install_unit(
+        sb.install(
             name,
             &unit_file(
                 "JuiceFS stand-in (test)",
@@ -204,7 +103,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
             ),
         );
     }
-    sb.install_unit(
+    sb.install(
         "juicefs-broken.service",
         &unit_file(
             "A JuiceFS mount that fails (test)",
@@ -363,7 +262,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
         .await,
     );
 
-    sb.install_unit(
+    sb.install(
         "juicefs-new.service",
         &unit_file(
             "A JuiceFS mount added later (test)",
@@ -409,7 +308,7 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
             .is(&state("juicefs-b.service", "inactive"), 1.0),
         "an unloaded unit with a unit file stays watched"
     );
-    std::fs::remove_file(sb.dir.path().join("etc-systemd-system/juicefs-b.service")).unwrap();
+    std::fs::remove_file(sb.dir().join("etc-systemd-system/juicefs-b.service")).unwrap();
     let t = Instant::now();
     sb.systemctl(&["daemon-reload"]);
     await_change(
