@@ -44,6 +44,8 @@ use crate::unix_now;
 
 /// Bytes read from a file at a time.
 const CHUNK_BYTES: usize = 1 << 20;
+/// How long a tailer waits quietly for the state lock (a reload's old tailer saving).
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 /// Bytes at the start of a file whose hash tells a replaced file from an appended one.
 const PREFIX_BYTES: usize = 1024;
 /// How often time-dependent figures (active sessions, blocks) are republished when idle, and
@@ -166,8 +168,23 @@ impl TranscriptTail {
             .write(true)
             .open(dir.join("claude-transcripts.lock"))
             .map_err(lock_err)?;
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            tracing::warn!(dir = %dir.display(), "transcript state is locked; waiting for the other tailer");
+        // On a reload the old tailer holds the lock until its final save, a moment: wait
+        // quietly. Held for longer, it is most likely another agent on the same state_dir.
+        let try_lock =
+            || rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        let quiet_until = Instant::now() + LOCK_PATIENCE;
+        let mut locked = try_lock().is_ok();
+        while !locked && Instant::now() < quiet_until {
+            std::thread::sleep(Duration::from_millis(10));
+            locked = try_lock().is_ok();
+        }
+        if !locked {
+            tracing::warn!(
+                dir = %dir.display(),
+                "transcript state is still locked after {}s; waiting. Is another vibe-agent \
+                 using this agent.state_dir? Give each agent its own",
+                LOCK_PATIENCE.as_secs()
+            );
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
                 .map_err(|e| lock_err(e.into()))?;
         }
@@ -869,4 +886,48 @@ pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
         let _guard = guard;
         std::future::pending::<()>().await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> TailSettings {
+        TailSettings {
+            homes: Vec::new(),
+            state_dir: dir.to_path_buf(),
+            max_line_bytes: 1 << 20,
+            reconcile_interval: Duration::from_secs(60),
+            save_interval: Duration::from_secs(60),
+            active_window: Duration::from_secs(300),
+            prices: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_second_tailer_waits_for_the_state_lock_and_takes_it_when_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = TranscriptTail::new(settings(dir.path()));
+        first.open_state().unwrap();
+        let (tx, rx) = channel();
+        let s = settings(dir.path());
+        let second = std::thread::spawn(move || {
+            let mut t = TranscriptTail::new(s);
+            let r = t.open_state();
+            tx.send(()).unwrap();
+            r.map(|()| t)
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second tailer took a held lock"
+        );
+        drop(first);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the second tailer still waits after the first let go");
+        let second = second
+            .join()
+            .unwrap()
+            .expect("the second tailer opened the state");
+        assert!(second._lock.is_some());
+    }
 }
