@@ -477,12 +477,8 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/lib/vibe-agent"));
     let log_level = agent.log_level.unwrap_or_else(|| "info".into());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        return Err(invalid(
-            path,
-            "agent.log_level",
-            format!("\"{log_level}\": {e}; write one of error, warn, info, debug, trace"),
-        ));
+    if let Err(e) = crate::logging::parse_level(&log_level) {
+        return Err(invalid(path, "agent.log_level", e.detail()));
     }
 
     let mut services = Vec::new();
@@ -788,6 +784,10 @@ mod tests {
             (
                 "[agent]\nlog_level = \"info,[{bad\"\n",
                 &["agent.log_level"],
+            ),
+            (
+                "[agent]\nlog_level = \"debgu\"\n",
+                &["line 2", "agent.log_level", "did you mean \"debug\""],
             ),
             (
                 "[[service]]\nname = \"a\"\nkind = \"nginx\"\n",

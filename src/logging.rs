@@ -27,6 +27,16 @@ pub struct LevelError {
     why: String,
 }
 
+impl LevelError {
+    /// The message without the key, for errors that name the key themselves.
+    pub fn detail(&self) -> String {
+        let full = self.to_string();
+        full.strip_prefix("agent.log_level = ")
+            .unwrap_or(&full)
+            .to_string()
+    }
+}
+
 /// Parses `agent.log_level`: comma-separated directives, each a level or `target=level`.
 /// A bare word that is not a level is refused: tracing would read `"debgu"` as "the
 /// target `debgu`, at trace" and log nothing else.
