@@ -258,27 +258,15 @@ async fn flood(
         let url = url.clone();
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
+            let client = one_connection();
             let mut lat = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < stop {
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", req.content_type)
-                    .body(req.next_body())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(t.elapsed());
-                    }
-                    _ => errors += 1,
+                if req.post(&client, &url).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
             (lat, errors)
@@ -335,11 +323,7 @@ async fn paced(
         let url = url.clone();
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
+            let client = one_connection();
             let (mut from_due, mut service) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut i = k as u64;
@@ -350,20 +334,12 @@ async fn paced(
                 }
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", req.content_type)
-                    .body(req.next_body())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        let done = Instant::now();
-                        from_due.push(done - due);
-                        service.push(done - sent);
-                    }
-                    _ => errors += 1,
+                if req.post(&client, &url).await {
+                    let done = Instant::now();
+                    from_due.push(done - due);
+                    service.push(done - sent);
+                } else {
+                    errors += 1;
                 }
                 i += connections as u64;
             }
@@ -447,7 +423,30 @@ struct Request {
 
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A client that keeps one connection alive (each load task sends one request at a time).
+fn one_connection() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap()
+}
+
 impl Request {
+    /// POSTs the next body and reads the answer; true on a 2xx.
+    async fn post(&self, client: &reqwest::Client, url: &str) -> bool {
+        let r = client
+            .post(url)
+            .header("content-type", self.content_type)
+            .body(self.next_body())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+            _ => false,
+        }
+    }
+
     /// The body to send next: with fresh point times when it has slots.
     fn next_body(&self) -> axum::body::Bytes {
         let mut body = self.body.clone();
@@ -626,20 +625,7 @@ fn main() {
             .expect("start victoria-metrics");
         let p = Peer { child };
         wait_port(port);
-        let accepts = |url: &str, req: &Request| {
-            rt.block_on(async {
-                reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .unwrap()
-                    .post(url)
-                    .header("content-type", req.content_type)
-                    .body(req.body.clone())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            })
-        };
+        let accepts = |url: &str, req: &Request| rt.block_on(req.post(&one_connection(), url));
         let otlp = format!("http://127.0.0.1:{port}/opentelemetry/v1/metrics");
         let import = format!("http://127.0.0.1:{port}/api/v1/import/prometheus");
         let text = Request {
