@@ -364,8 +364,10 @@ mod tests {
 
     #[tokio::test]
     async fn round_reports_missing_paths_without_failing() {
-        let mut settings = Settings::default();
-        settings.host_paths = vec!["/".into(), "/nonexistent/vibe".into()];
+        let settings = Settings {
+            host_paths: vec!["/".into(), "/nonexistent/vibe".into()],
+            ..Default::default()
+        };
         let mut s = HostSampler::new(&settings).unwrap();
         let updates = s.sample_round().await;
         let fs: Vec<_> = updates

@@ -149,21 +149,21 @@ fn success_response(format: Format, signal: Signal, rejected: u64, message: Stri
             let partial = rejected > 0 || !message.is_empty();
             match signal {
                 Signal::Metrics => m::ExportMetricsServiceResponse {
-                    partial_success: partial.then(|| m::ExportMetricsPartialSuccess {
+                    partial_success: partial.then_some(m::ExportMetricsPartialSuccess {
                         rejected_data_points: rejected as i64,
                         error_message: message,
                     }),
                 }
                 .encode_to_vec(),
                 Signal::Logs => l::ExportLogsServiceResponse {
-                    partial_success: partial.then(|| l::ExportLogsPartialSuccess {
+                    partial_success: partial.then_some(l::ExportLogsPartialSuccess {
                         rejected_log_records: rejected as i64,
                         error_message: message,
                     }),
                 }
                 .encode_to_vec(),
                 Signal::Traces => t::ExportTraceServiceResponse {
-                    partial_success: partial.then(|| t::ExportTracePartialSuccess {
+                    partial_success: partial.then_some(t::ExportTracePartialSuccess {
                         rejected_spans: rejected as i64,
                         error_message: message,
                     }),
@@ -193,7 +193,7 @@ fn success_response(format: Format, signal: Signal, rejected: u64, message: Stri
     resp
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

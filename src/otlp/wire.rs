@@ -202,7 +202,7 @@ fn metric<'a>(
     let mut data: Vec<&'a [u8]> = Vec::new();
     fields(m, |field, wire, r| {
         match field {
-            1 | 2 | 3 => {
+            1..=3 => {
                 want(wire, WireType::LengthDelimited, field, "Metric")?;
                 let s = string(r)?;
                 match field {
