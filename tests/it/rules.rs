@@ -16,9 +16,6 @@
 //! (`tests/fixtures/rules/`). What cannot be produced here is in [`NOT_PRODUCED_HERE`],
 //! with the reason.
 
-#[path = "systemd/fake.rs"]
-#[allow(dead_code)] // the systemd tests' fake; only part of it is used here
-mod fake_systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +34,7 @@ use crate::support::{
     Exposition, MetricsClient, WAIT, assert_promtool_accepts, end_child, fixture, free_port,
     http_client, repo_root, toml_str, wait_until,
 };
-use fake_systemd::{DbusDaemon, FakeSystemd, FakeUnit};
+use crate::systemd::fake::{DbusDaemon, FakeSystemd, FakeUnit};
 
 const PROMETHEUS_PACKAGE: &str =
     "Debian's `prometheus` package (`apt-get install prometheus`; scripts/test installs it)";

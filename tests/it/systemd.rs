@@ -5,7 +5,7 @@
 //! ([`sandbox`]) boots the machine's own systemd with `scripts/systemd-sandbox` and drives
 //! real units with `systemctl`.
 
-mod fake;
+pub(crate) mod fake;
 mod sandbox;
 
 use std::path::Path;
