@@ -22,9 +22,10 @@ use crate::unix_now;
 /// Source name of socket-table reads in `vibe_agent_source_up`.
 pub const PORTS_SOURCE: &str = "ports";
 
-/// How long one read of the socket table serves every service's port probe. Reading
-/// `/proc/net/tcp{,6}` makes the kernel walk its whole connection table (milliseconds on a
-/// large box); services probed in the same second share one read.
+/// How long one read of the socket table serves every service's port probe: services
+/// probed in the same second share one read. The read is a sock_diag dump of LISTEN
+/// sockets (tens of µs); the `/proc/net/tcp{,6}` fallback makes the kernel walk its whole
+/// connection table (milliseconds on a large box).
 pub const LISTEN_TABLE_REUSE: Duration = Duration::from_secs(1);
 
 /// The ports in LISTEN state, read at most once per [`LISTEN_TABLE_REUSE`].
