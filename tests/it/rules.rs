@@ -16,7 +16,6 @@
 //! (`tests/fixtures/rules/`). What cannot be produced here is in [`NOT_PRODUCED_HERE`],
 //! with the reason.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
