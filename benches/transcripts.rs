@@ -83,6 +83,7 @@ struct Run {
 }
 
 /// Runs `cmd` to completion; wall time, CPU seconds and peak RSS from wait4.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
 fn measure(mut cmd: Command) -> Run {
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");

@@ -138,7 +138,8 @@ mod tests {
 
     #[test]
     fn codeserver_bodies() {
-        let cases: &[(&str, Result<(bool, Option<f64>), &str>)] = &[
+        type Expected = Result<(bool, Option<f64>), &'static str>;
+        let cases: &[(&str, Expected)] = &[
             (
                 r#"{"status":"alive","lastHeartbeat":1732240000123}"#,
                 Ok((true, Some(1732240000.123))),

@@ -28,10 +28,13 @@ pub const PORTS_SOURCE: &str = "ports";
 /// connection table (milliseconds on a large box).
 pub const LISTEN_TABLE_REUSE: Duration = Duration::from_secs(1);
 
+/// One read of the LISTEN ports (or why it failed), and when it was made.
+type ListenRead = (Instant, Result<BTreeSet<u16>, String>);
+
 /// The ports in LISTEN state, read at most once per [`LISTEN_TABLE_REUSE`].
 #[derive(Debug, Default)]
 pub struct ListenTable {
-    last: Mutex<Option<(Instant, Result<BTreeSet<u16>, String>)>>,
+    last: Mutex<Option<ListenRead>>,
 }
 
 impl ListenTable {

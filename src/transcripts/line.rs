@@ -449,7 +449,7 @@ mod tests {
         assert!(parse(good.as_bytes()).is_ok());
         let cases: Vec<(Vec<u8>, SkipReason)> = vec![
             (b"   ".to_vec(), SkipReason::Blank),
-            (good[..40].as_bytes().to_vec(), SkipReason::InvalidJson),
+            (good.as_bytes()[..40].to_vec(), SkipReason::InvalidJson),
             (
                 b"\x00\x01not json at all {".to_vec(),
                 SkipReason::InvalidJson,

@@ -807,7 +807,9 @@ async fn bad_bodies_are_refused_with_otlp_errors_and_counted() {
     let mut a = OtlpAgent::start_with(dir.path(), "max_body_bytes = 65536\n", "").await;
     let json = "application/json";
     let proto = "application/x-protobuf";
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // Path, content type, content encoding, body, expected status, expected reason.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/v1/metrics",
             json,

@@ -406,7 +406,10 @@ pub struct Sample {
 
 /// Parses `name{a="x",b="y"} 1` (labels optional, escapes `\\`, `\"`, `\n`). Enough to
 /// read the agent's own exposition back; promtool is what judges the format.
-fn parse_series(line: &str) -> Option<(String, Vec<(String, String)>, &str)> {
+/// A series read back: name, labels, and the value's text.
+type Series<'a> = (String, Vec<(String, String)>, &'a str);
+
+fn parse_series(line: &str) -> Option<Series<'_>> {
     let name_end = line.find(['{', ' ']).unwrap_or(line.len());
     let name = line[..name_end].to_string();
     let rest = &line[name_end..];
