@@ -32,9 +32,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the manual page (roff) to standard output, for packaging.
+    /// Write the manual pages (roff) into DIR, for packaging; without DIR, print the main
+    /// page to standard output.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Directory for vibe-agent.1 and the subcommands' pages.
+        dir: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -92,14 +96,23 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CHECK_FAILED)
             }
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .expect("rendering into a Vec cannot fail");
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&out);
+        Command::Man { dir } => {
+            let pages = crate::manpage::pages();
+            let Some(dir) = dir else {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&pages[0].1);
+                return ExitCode::SUCCESS;
+            };
+            for (name, text) in pages {
+                let path = dir.join(name);
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!(
+                        "vibe-agent: cannot write {}: {e}; create the directory first",
+                        path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Command::Config {

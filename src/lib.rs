@@ -13,6 +13,7 @@ pub mod exposition;
 pub mod host;
 pub mod juicefs;
 pub mod logging;
+pub mod manpage;
 pub mod model;
 pub mod otlp;
 pub mod probe;

@@ -225,6 +225,10 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
         "/usr/share/vibe-agent/grafana/vibe-services.json",
         "/usr/share/vibe-agent/grafana/vibe-claude-code.json",
         "/usr/share/man/man1/vibe-agent.1.gz",
+        "/usr/share/man/man1/vibe-agent-run.1.gz",
+        "/usr/share/man/man1/vibe-agent-check.1.gz",
+        "/usr/share/man/man1/vibe-agent-config.1.gz",
+        "/usr/share/man/man1/vibe-agent-config-check.1.gz",
         "/usr/share/doc/vibe-agent/README.md",
     ];
     for path in must_have {
@@ -311,6 +315,8 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
     for doc in [
         "/usr/share/doc/vibe-agent/README.md",
         "/usr/share/man/man1/vibe-agent.1.gz",
+        "/usr/share/man/man1/vibe-agent-check.1.gz",
+        "/usr/share/man/man1/vibe-agent-config-check.1.gz",
     ] {
         assert!(flags_of(doc).contains('d'), "{doc} is not %doc:\n{flags}");
     }
