@@ -103,7 +103,12 @@ pub fn init(config_level: &str) {
             .init(),
         None => Registry::default()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only on a terminal: a file or a pipe gets plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init(),
     }
     if let Some(e) = refused {
