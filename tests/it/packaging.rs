@@ -14,8 +14,9 @@
 //!
 //! The sandbox shares /usr, /etc and /var with this machine, so what the packages install
 //! lands here: the install tests take one lock, refuse to run when vibe-agent is already
-//! installed, and remove everything they installed when they end, failed or not
-//! ([`HostCleanup`]). Prometheus and VictoriaMetrics run outside the sandbox, on 127.0.0.1,
+//! installed, set an existing /etc/vibe-agent or /var/lib/vibe-agent aside (a `cargo run`
+//! as root makes the latter), and remove everything they installed and put those back when
+//! they end, failed or not ([`HostCleanup`]). Prometheus and VictoriaMetrics run outside the sandbox, on 127.0.0.1,
 //! killed by PID. Figures (package sizes, install-to-first-scrape, exposure, latencies) are
 //! printed, never asserted.
 
@@ -393,15 +394,18 @@ impl AgentUnit for Sandbox {
 /// Removes what an install test put on this machine, when the test ends, failed or not:
 /// the package (purged inside the sandbox, so its scripts talk to the sandbox's systemd),
 /// the config and state directories, and the `vibe-agent` user if this test created it.
+/// Config and state directories that were there before (`cargo run -- run` as root creates
+/// /var/lib/vibe-agent) are set aside for the test and put back.
 struct HostCleanup<'a> {
     sandbox: &'a Sandbox,
     user_existed: bool,
     rpm_db: Option<PathBuf>,
+    set_aside: Vec<(PathBuf, PathBuf)>,
 }
 
 impl<'a> HostCleanup<'a> {
-    /// Fails unless this machine is free of vibe-agent, so the cleanup never removes
-    /// something the test did not install.
+    /// Fails unless this machine is free of an installed vibe-agent, so the cleanup never
+    /// removes something the test did not install.
     fn new(sandbox: &'a Sandbox, rpm_db: Option<PathBuf>) -> Self {
         assert!(
             rustix::process::geteuid().is_root(),
@@ -419,16 +423,37 @@ impl<'a> HostCleanup<'a> {
             "vibe-agent is installed on this machine ({status}); the packaging test installs \
              into /usr, /etc and /var shared with it: remove it first (dpkg -P vibe-agent)"
         );
-        for path in [
-            "/usr/bin/vibe-agent",
-            "/etc/vibe-agent",
-            "/var/lib/vibe-agent",
-        ] {
-            assert!(
-                !Path::new(path).exists(),
-                "{path} exists on this machine; the packaging test would install over it and \
-                 remove it: move it away first"
+        assert!(
+            !Path::new("/usr/bin/vibe-agent").exists(),
+            "/usr/bin/vibe-agent exists on this machine; the packaging test would install over \
+             it and remove it: move it away first"
+        );
+        let mut set_aside = Vec::new();
+        for path in ["/etc/vibe-agent", "/var/lib/vibe-agent"] {
+            let (path, aside) = (
+                PathBuf::from(path),
+                PathBuf::from(format!("{path}.before-test")),
             );
+            if !path.exists() {
+                continue;
+            }
+            assert!(
+                !aside.exists(),
+                "{} and {} both exist: an earlier packaging test was stopped before it put \
+                 {} back; restore it by hand",
+                path.display(),
+                aside.display(),
+                path.display()
+            );
+            std::fs::rename(&path, &aside).unwrap_or_else(|e| {
+                panic!("set {} aside as {}: {e}", path.display(), aside.display())
+            });
+            println!(
+                "packaging: {} was there; set aside as {} until the test ends",
+                path.display(),
+                aside.display()
+            );
+            set_aside.push((path, aside));
         }
         let user_existed = run(Command::new("getent").args(["passwd", "vibe-agent"]))
             .status
@@ -437,6 +462,7 @@ impl<'a> HostCleanup<'a> {
             sandbox,
             user_existed,
             rpm_db,
+            set_aside,
         }
     }
 }
@@ -455,6 +481,15 @@ impl Drop for HostCleanup<'_> {
         if !self.user_existed {
             let _ = run(Command::new("userdel").arg("vibe-agent"));
             let _ = run(Command::new("groupdel").arg("vibe-agent"));
+        }
+        for (path, aside) in &self.set_aside {
+            if let Err(e) = std::fs::rename(aside, path) {
+                eprintln!(
+                    "packaging: cannot put {} back from {}: {e}",
+                    path.display(),
+                    aside.display()
+                );
+            }
         }
     }
 }
