@@ -199,12 +199,6 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
             tokio::select! {
                 _ = &mut shutdown_rx => break,
                 Some(Control::Reload(result)) = control_rx.recv() => {
-                    // A level tracing would read as a target (a typo such as "debgu") fails
-                    // the reload like any invalid key: nothing of the new file applies.
-                    let result = result.and_then(|new| match crate::logging::parse_level(&new.log_level) {
-                        Ok(_) => Ok(new),
-                        Err(e) => Err(e.to_string()),
-                    });
                     match result {
                         Ok(new) => {
                             let new = *new;
