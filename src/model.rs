@@ -555,8 +555,7 @@ impl Model {
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
             Update::ClaudeTranscripts(t) => st.claude_transcripts = Some(t),
             Update::ClaudeTelemetry(u) => {
-                self.telemetry.apply(u);
-                self.telemetry_changed = true;
+                self.telemetry_changed |= self.telemetry.apply(u);
             }
             Update::Juicefs(round) => crate::juicefs::state::apply(st, round),
             Update::Ping(reply) => {

@@ -6,7 +6,8 @@
 //! directory): a crash leaves the old file or the new one, never half of one. The adapter
 //! task here also sends the model its periodic [`TelemetryUpdate::Tick`], and asks it for
 //! the file's content ([`TelemetryUpdate::Persist`]): the working sets it holds (streams,
-//! event hashes) never go into a snapshot.
+//! event hashes) never go into a snapshot. The model copies them out only when its
+//! revision moved since the last save, so an idle agent neither copies nor writes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::OtlpError;
-use super::state::{Persisted, TelemetryUpdate};
+use super::state::{PersistAnswer, Persisted, TelemetryUpdate};
 use crate::model::Update;
 use crate::sink::UpdateSink;
 
@@ -73,12 +74,16 @@ pub fn save(path: &Path, state: &Persisted) -> Result<(), OtlpError> {
     })
 }
 
-/// Asks the model for the state file's content; `None` when it does not answer.
-async fn ask(sink: &UpdateSink) -> Option<Persisted> {
-    let (tx, rx) = oneshot::channel();
+/// Asks the model for the state file's content unless revision `saved` still holds it;
+/// `None` when the model does not answer.
+async fn ask(sink: &UpdateSink, saved: Option<u64>) -> Option<PersistAnswer> {
+    let (reply, rx) = oneshot::channel();
     // Waits for room in the queue: a save request must not be dropped under a flood.
     if !sink
-        .send_wait(Update::ClaudeTelemetry(TelemetryUpdate::Persist(tx)))
+        .send_wait(Update::ClaudeTelemetry(TelemetryUpdate::Persist {
+            saved,
+            reply,
+        }))
         .await
     {
         return None;
@@ -100,7 +105,7 @@ pub async fn run(
     forward: Option<super::forward::Forwarder>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut last_written: Option<Persisted> = None;
+    let mut saved: Option<u64> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -114,18 +119,16 @@ pub async fn run(
                 forward: forward.as_ref().map(|f| f.stats()),
             }));
         }
-        match ask(&sink).await {
-            Some(current) if last_written.as_ref() != Some(&current) => {
+        match ask(&sink, saved).await {
+            Some(PersistAnswer::Changed { revision, state }) => {
                 let file = file.clone();
-                match tokio::task::spawn_blocking(move || save(&file, &current).map(|()| current))
-                    .await
-                {
-                    Ok(Ok(saved)) => last_written = Some(saved),
+                match tokio::task::spawn_blocking(move || save(&file, &state)).await {
+                    Ok(Ok(())) => saved = Some(revision),
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot save Claude telemetry totals"),
                     Err(e) => tracing::warn!(error = %e, "telemetry save task failed"),
                 }
             }
-            Some(_) => {}
+            Some(PersistAnswer::Unchanged) => {}
             None => tracing::warn!("the model did not answer a telemetry save request"),
         }
         if stopping {

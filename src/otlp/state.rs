@@ -44,8 +44,24 @@ pub enum TelemetryUpdate {
         now: f64,
         forward: Option<super::forward::ForwardStats>,
     },
-    /// Asks for the state file's content, as of every update queued before this one.
-    Persist(tokio::sync::oneshot::Sender<Persisted>),
+    /// Asks for the state file's content, as of every update queued before this one,
+    /// unless it is still what revision `saved` held.
+    Persist {
+        saved: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<PersistAnswer>,
+    },
+}
+
+/// The model's answer to [`TelemetryUpdate::Persist`].
+#[derive(Debug)]
+pub enum PersistAnswer {
+    /// Nothing the state file holds changed since the revision last saved.
+    Unchanged,
+    /// The content as of this revision.
+    Changed {
+        revision: u64,
+        state: Box<Persisted>,
+    },
 }
 
 /// Limits and settings the state needs.
@@ -289,6 +305,9 @@ pub struct TelemetryState {
     event_seen: HashSet<u64>,
     event_order: VecDeque<u64>,
     limits: Limits,
+    /// Moves whenever something the state file holds may have changed, so the persister
+    /// neither copies nor writes an unchanged state.
+    revision: u64,
 }
 
 fn add_drop(stats: &mut ReceiverStats, reason: DropReason, n: u64) {
@@ -298,23 +317,44 @@ fn add_drop(stats: &mut ReceiverStats, reason: DropReason, n: u64) {
 }
 
 impl TelemetryState {
-    /// Folds one update in.
-    pub fn apply(&mut self, update: TelemetryUpdate) {
+    /// Folds one update in. Returns whether the totals (what a snapshot shows) may have
+    /// changed.
+    pub fn apply(&mut self, update: TelemetryUpdate) -> bool {
         match update {
             TelemetryUpdate::Configure(l) => self.limits = *l,
-            TelemetryUpdate::Restore(p) => self.restore(*p),
-            TelemetryUpdate::Receipt(r) => self.receipt(*r),
+            TelemetryUpdate::Restore(p) => {
+                self.restore(*p);
+                self.revision += 1;
+            }
+            TelemetryUpdate::Receipt(r) => {
+                if !matches!(r.payload, Payload::None) {
+                    self.revision += 1;
+                }
+                self.receipt(*r)
+            }
             TelemetryUpdate::Tick { now, forward } => {
                 if let Some(f) = forward {
                     self.totals.forward = f;
                 }
-                self.tick(now)
+                if self.tick(now) {
+                    self.revision += 1;
+                }
             }
-            TelemetryUpdate::Persist(reply) => {
-                let _ = reply.send(self.persisted());
+            TelemetryUpdate::Persist { saved, reply } => {
+                let answer = if saved == Some(self.revision) {
+                    PersistAnswer::Unchanged
+                } else {
+                    PersistAnswer::Changed {
+                        revision: self.revision,
+                        state: Box::new(self.persisted()),
+                    }
+                };
+                let _ = reply.send(answer);
+                return false;
             }
         }
         self.totals.streams_tracked = self.streams.len() as u64;
+        true
     }
 
     /// The state file's content.
@@ -490,7 +530,8 @@ impl TelemetryState {
         }
     }
 
-    fn tick(&mut self, now: f64) {
+    /// Returns whether it changed what the state file holds (streams, today's cost).
+    fn tick(&mut self, now: f64) -> bool {
         let window = self.limits.active_window_secs;
         self.sessions.retain(|_, seen| now - *seen <= window);
         self.totals.active_sessions = self.sessions.len() as u64;
@@ -503,14 +544,17 @@ impl TelemetryState {
                 Temporality::Cumulative => idle <= ttl,
             }
         });
-        self.totals.receiver.streams_evicted += (before - self.streams.len()) as u64;
+        let evicted = before - self.streams.len();
+        self.totals.receiver.streams_evicted += evicted as u64;
         let today = self.local_day(now);
-        if self.totals.cost_today.day < today {
+        let new_day = self.totals.cost_today.day < today;
+        if new_day {
             self.totals.cost_today = CostToday {
                 day: today,
                 usd: 0.0,
             };
         }
+        evicted > 0 || new_day
     }
 
     /// Keeps the stream table under its cap by forgetting the least recently seen tenth.
@@ -1005,6 +1049,53 @@ mod tests {
     }
 
     const S: u64 = 1_000_000_000;
+
+    /// What the model answers the persister that last saved revision `saved`.
+    fn ask(st: &mut TelemetryState, saved: Option<u64>) -> PersistAnswer {
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        assert!(!st.apply(TelemetryUpdate::Persist { saved, reply }));
+        rx.try_recv().expect("answered at once")
+    }
+
+    #[test]
+    fn the_state_file_is_copied_out_only_when_its_content_may_have_changed() {
+        use Temporality::Delta as D;
+        let mut st = TelemetryState::default();
+        let PersistAnswer::Changed { revision, state } = ask(&mut st, None) else {
+            panic!("the first question always gets the content");
+        };
+        assert!(state.families.is_empty());
+        assert!(matches!(
+            ask(&mut st, Some(revision)),
+            PersistAnswer::Unchanged
+        ));
+        // A tick that evicts nothing and stays on the same day changes nothing saved.
+        let now = 1_700_000_000.0;
+        st.apply(TelemetryUpdate::Tick { now, forward: None });
+        let PersistAnswer::Changed { revision, .. } = ask(&mut st, Some(revision)) else {
+            panic!("the first tick sets today's date, which is saved");
+        };
+        st.apply(TelemetryUpdate::Tick {
+            now: now + 1.0,
+            forward: None,
+        });
+        assert!(matches!(
+            ask(&mut st, Some(revision)),
+            PersistAnswer::Unchanged
+        ));
+        // A point changes it.
+        st.apply(receipt(vec![sum(1, D, S, 2 * S, 0.5)], now + 2.0));
+        let PersistAnswer::Changed {
+            revision: r2,
+            state,
+        } = ask(&mut st, Some(revision))
+        else {
+            panic!("a received point must be saved");
+        };
+        assert!(r2 > revision);
+        assert_eq!(state.families.len(), 1);
+        assert!(matches!(ask(&mut st, Some(r2)), PersistAnswer::Unchanged));
+    }
 
     #[test]
     fn cumulative_adds_increases_and_detects_resets_and_old_points() {
