@@ -1,10 +1,10 @@
 //! The binary's one-shot commands: `vibe-agent check` (lines, exit status, `--json`) and
 //! `vibe-agent config check` (effective settings, or an error naming line and key); and
-//! the plain-text log a redirected `run` writes.
+//! the plain-text log a `run` writes to a pipe.
 
 use std::path::{Path, PathBuf};
 
-use crate::support::agent_process::{Printed, run_with_config};
+use crate::support::agent_process::{AgentProcess, Printed, run_with_config};
 use crate::support::fake_http::FakeHttp;
 use crate::support::{Config, Service, free_port};
 
@@ -203,37 +203,21 @@ fn config_check_rejects_bad_files_naming_where_and_what() {
     assert!(out.stderr.contains("missing.toml"), "{out}");
 }
 
-/// Logs written to a file (as under a supervisor other than systemd, or `2>agent.log`) are
-/// plain text: colours only on a terminal. The test harness elsewhere sets NO_COLOR; this
-/// one does not.
-#[test]
-fn logs_to_a_file_carry_no_colour_escapes() {
+/// Logs written to a pipe or a file (as under a supervisor other than systemd, or
+/// `2>agent.log`) are plain text: colours only on a terminal. The test harness elsewhere
+/// sets NO_COLOR; this one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_carry_no_colour_escapes() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), &Config::new());
-    let log = dir.path().join("stderr.log");
-    let mut child = crate::support::agent_process::vibe_agent()
-        .env_remove("NO_COLOR")
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start vibe-agent");
-    let deadline = std::time::Instant::now() + crate::support::WAIT;
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("vibe-agent started") {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no start line in stderr:\n{text}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    crate::support::end_child(&mut child, std::time::Duration::from_secs(5), false);
+    let mut agent = AgentProcess::start_with(&config, |cmd| {
+        cmd.env_remove("NO_COLOR");
+    });
+    agent.wait_for_log("vibe-agent started").await;
+    let text = agent.stderr();
     assert!(
         !text.contains('\x1b'),
-        "colour escapes in a log file:\n{text:?}"
+        "colour escapes in piped logs:\n{text:?}"
     );
     assert!(
         text.contains(" INFO "),

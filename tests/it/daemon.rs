@@ -8,7 +8,7 @@ use rustix::process::Signal;
 
 use crate::support::agent_process::AgentProcess;
 use crate::support::fake_http::FakeHttp;
-use crate::support::logs::{RustLogAgent, lines_at, reload, start_on_free_port, with_log_level};
+use crate::support::logs::{lines_at, reload, start_on_free_port, with_log_level};
 use crate::support::{Config, MetricsClient, Service, WAIT, wait_until};
 
 const RELOAD_OK: &str = "vibe_agent_config_last_reload_successful";
@@ -183,7 +183,9 @@ async fn sighup_with_rust_log_keeps_its_level_and_says_so() {
     let base = Config::new().toml(&state);
     std::fs::write(&file, with_log_level(&base, "warn")).unwrap();
 
-    let mut agent = RustLogAgent::start(&file, "info");
+    let mut agent = AgentProcess::start_with(&file, |cmd| {
+        cmd.env("RUST_LOG", "info");
+    });
     agent.wait_for_log("vibe-agent started").await;
     std::fs::write(&file, with_log_level(&base, "error")).unwrap();
     agent.signal(Signal::HUP);

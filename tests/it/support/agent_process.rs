@@ -102,7 +102,15 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(config: &Path) -> Self {
-        let mut child = vibe_agent()
+        Self::start_with(config, |_| {})
+    }
+
+    /// Starts it after `adjust` changed the command (its environment, say: `RUST_LOG`,
+    /// or `NO_COLOR` removed).
+    pub fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Self {
+        let mut cmd = vibe_agent();
+        adjust(&mut cmd);
+        let mut child = cmd
             .args(["--config", config.to_str().expect("UTF-8 path"), "run"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -114,7 +122,8 @@ impl AgentProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                lines.lock().unwrap().push(strip_ansi(&line));
+                // As written: the agent colours only a terminal, and tests check that.
+                lines.lock().unwrap().push(line);
             }
         });
         Self {
