@@ -593,10 +593,7 @@ fn main() {
         &load,
     );
     let counts = rt.block_on(async {
-        let text = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
+        let text = one_connection()
             .get(format!("http://127.0.0.1:{mp}/metrics"))
             .send()
             .await
