@@ -118,9 +118,9 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     service_families(s, &mut out);
     host_families(s, &mut out);
     crate::juicefs::expose::families(&s.juicefs, &mut out);
-    crate::otlp::families::families(&s.claude_telemetry, &mut out);
+    crate::otlp::expose::families(&s.claude_telemetry, &mut out);
     if let Some(t) = &s.claude_transcripts {
-        crate::transcripts::metrics::families(t, &mut out);
+        crate::transcripts::expose::families(t, &mut out);
     }
     crate::systemd::expose::families(&s.units, &mut out);
     out.sort_by(|a, b| a.name().cmp(b.name()));

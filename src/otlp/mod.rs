@@ -4,7 +4,7 @@
 //! The module owns everything OTLP: decoding request bodies ([`decode`], [`json`], and [`wire`], which converts protobuf
 //! metrics without decoding them first), the
 //! pure conversion into label-filtered batches ([`convert`]), the telemetry state the model
-//! folds those batches into ([`state`]), its metric families ([`families`]), the HTTP
+//! folds those batches into ([`state`]), its metric families ([`expose`]), the HTTP
 //! receiver on the OTLP listener ([`receiver`]), the state file ([`persist`]) and its
 //! configuration ([`settings`]). It must not touch the other sources' state; it reaches the
 //! model only through [`crate::model::Update::ClaudeTelemetry`].
@@ -16,7 +16,7 @@
 
 pub mod convert;
 pub mod decode;
-pub mod families;
+pub mod expose;
 pub mod forward;
 pub mod json;
 pub mod names;

@@ -7,8 +7,8 @@
 //!   blocks. No I/O, time passed in.
 //! - [`tail`] is the adapter: it finds homes, watches them with notify (inotify) plus a
 //!   periodic reconcile scan, reads complete lines from per-file offsets, and persists
-//!   offsets, dedupe keys and totals together ([`state`]).
-//! - [`metrics`] renders the published [`TranscriptTotals`] as metric families.
+//!   offsets, dedupe keys and totals together ([`persist`]).
+//! - [`expose`] renders the published [`TranscriptTotals`] as metric families.
 //!
 //! Where the accounting lives: the tailer owns the [`ledger::Ledger`] and sends the model a
 //! totals snapshot ([`TranscriptTotals`], a few hundred numbers) after each batch of lines,
@@ -32,11 +32,11 @@
 //! Never copies content: labels are user names (home owners), model ids and tool names; no
 //! prompt, response, command or file content reaches a metric or a log line.
 
+pub mod expose;
 pub mod ledger;
 pub mod line;
-pub mod metrics;
+pub mod persist;
 pub mod prices;
-pub mod state;
 pub mod tail;
 
 use std::collections::BTreeMap;

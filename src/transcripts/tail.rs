@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use super::ledger::{FileId, Ledger};
 use super::line::{self, SkipReason};
 use super::prices::{PriceOverride, PriceTable};
-use super::state::{self, FileRecord, SavedState};
+use super::persist::{self as state, FileRecord, SavedState};
 use super::{SOURCE, TailStats, TranscriptError, TranscriptTotals, UserTotals};
 use crate::config::Settings;
 use crate::model::Update;
