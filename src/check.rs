@@ -3,14 +3,19 @@
 
 use std::sync::Arc;
 
+use crate::common::{Check, Source, unix_now};
 use crate::config::Settings;
 use crate::host::HostSampler;
-use crate::model::{Check, ConfigureServices, Model, Snapshot, Update};
-use crate::{probe, unix_now};
+use crate::model::{Model, Snapshot, Update};
+use crate::probe;
+use crate::probe::state::ConfigureServices;
 
 /// Runs every probe once and returns the resulting snapshot.
 pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
-    let mut model = Model::new(ConfigureServices::from_settings(settings), unix_now());
+    let mut model = Model::new(
+        ConfigureServices::from_services(&settings.services),
+        unix_now(),
+    );
     let client = probe::http::client();
     let table = probe::ListenTable::default();
     let rounds = settings
@@ -32,7 +37,7 @@ pub async fn run_once(settings: &Settings) -> Arc<Snapshot> {
             .into_iter()
             .for_each(|u| model.apply(u)),
         Err(e) => model.apply(Update::Source {
-            source: crate::host::HOST_SOURCE,
+            source: Source::Host,
             result: Err(e.to_string()),
         }),
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{DEFAULT_CONFIG_PATH, Settings};
 use crate::daemon::{self, Listeners};
@@ -97,7 +97,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Man { dir } => {
-            let pages = crate::manpage::pages();
+            let pages = crate::manpage::pages(Cli::command());
             let Some(dir) = dir else {
                 use std::io::Write;
                 let _ = std::io::stdout().write_all(&pages[0].1);

@@ -11,10 +11,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::common::unix_now;
 use crate::config::Settings;
-use crate::model::{ConfigureServices, Model, Snapshot, Update};
-use crate::sink::UpdateSink;
-use crate::{host, probe, server, unix_now};
+use crate::model::{Model, Request, Snapshot, Update};
+use crate::probe::state::ConfigureServices;
+use crate::sink::{Inbox, UpdateSink};
+use crate::{host, probe, server};
 
 /// Shortest time between two published snapshots while updates keep coming.
 pub const MIN_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
@@ -133,46 +135,15 @@ impl Agent {
 
 /// Starts every source, the model task and the listeners.
 pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> {
-    let (sink, mut updates) = UpdateSink::channel();
-    let mut model = Model::new(ConfigureServices::from_settings(&settings), unix_now());
+    let (sink, inbox) = UpdateSink::channel();
+    let mut model = Model::new(
+        ConfigureServices::from_services(&settings.services),
+        unix_now(),
+    );
     let (snap_tx, snap_rx) = watch::channel(model.publish());
     let metrics_addr = listeners.metrics.local_addr()?;
 
-    // The model task: the only owner of state. It folds every queued update, then
-    // publishes one snapshot, so a burst of updates costs one publish. Under a steady flood
-    // (OTLP batches) publishes are spaced by MIN_PUBLISH_INTERVAL: each publish makes the
-    // next change copy the sections it touches, and that copy is paid ~50 times a second,
-    // not per request. After a quiet spell the first change is published at once.
-    let model_sink = sink.clone();
-    let (model_cmd_tx, mut model_cmd_rx) = mpsc::channel::<Box<dyn FnOnce(&mut Model) + Send>>(8);
-    let model_task = tokio::spawn(async move {
-        let mut last_publish = tokio::time::Instant::now() - MIN_PUBLISH_INTERVAL;
-        let mut dirty = false;
-        loop {
-            tokio::select! {
-                update = updates.recv() => {
-                    let Some(update) = update else { break };
-                    model.apply(update);
-                    while let Ok(more) = updates.try_recv() {
-                        model.apply(more);
-                    }
-                    dirty = true;
-                }
-                cmd = model_cmd_rx.recv() => {
-                    let Some(cmd) = cmd else { break };
-                    cmd(&mut model);
-                    dirty = true;
-                }
-                _ = tokio::time::sleep_until(last_publish + MIN_PUBLISH_INTERVAL), if dirty => {}
-            }
-            if dirty && last_publish.elapsed() >= MIN_PUBLISH_INTERVAL {
-                model.set_updates_dropped(model_sink.dropped());
-                snap_tx.send_replace(model.publish());
-                last_publish = tokio::time::Instant::now();
-                dirty = false;
-            }
-        }
-    });
+    let model_task = tokio::spawn(run_model(model, inbox, snap_tx));
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
@@ -209,11 +180,10 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
                                 );
                             }
                             sources.abort_all();
-                            let paths = new.host_paths.clone();
-                            let _ = model_cmd_tx
-                                .send(Box::new(move |m: &mut Model| m.retain_filesystems(&paths)))
+                            main_sink
+                                .request(Request::RetainFilesystems(new.host.paths.clone()))
                                 .await;
-                            main_sink.send(Update::Configure(ConfigureServices::from_settings(&new)));
+                            main_sink.send(Update::Configure(ConfigureServices::from_services(&new.services)));
                             match spawn_sources(&new, &main_sink, &mut sources) {
                                 Ok(()) => {
                                     // Before the "reloaded" line, so that line is logged at
@@ -261,6 +231,49 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
     })
 }
 
+/// The model task: the only owner of state. It folds every queued update, then publishes
+/// one snapshot, so a burst of updates costs one publish. Under a steady flood (OTLP
+/// batches) publishes are spaced by [`MIN_PUBLISH_INTERVAL`]: each publish makes the next
+/// change copy the sections it touches, and that copy is paid ~50 times a second, not per
+/// request. After a quiet spell the first change is published at once. A request is
+/// answered after every update queued before it, so a save holds everything accepted so
+/// far. Runs until the sinks are gone (or the task is aborted).
+pub async fn run_model(
+    mut model: Model,
+    mut inbox: Inbox,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+) {
+    let mut last_publish = tokio::time::Instant::now() - MIN_PUBLISH_INTERVAL;
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            update = inbox.updates.recv() => {
+                let Some(update) = update else { break };
+                model.apply(update);
+                while let Ok(more) = inbox.updates.try_recv() {
+                    model.apply(more);
+                }
+                dirty = true;
+            }
+            request = inbox.requests.recv() => {
+                let Some(request) = request else { break };
+                while let Ok(update) = inbox.updates.try_recv() {
+                    model.apply(update);
+                    dirty = true;
+                }
+                dirty |= model.answer(request);
+            }
+            _ = tokio::time::sleep_until(last_publish + MIN_PUBLISH_INTERVAL), if dirty => {}
+        }
+        if dirty && last_publish.elapsed() >= MIN_PUBLISH_INTERVAL {
+            model.set_updates_dropped(inbox.dropped());
+            snapshots.send_replace(model.publish());
+            last_publish = tokio::time::Instant::now();
+            dirty = false;
+        }
+    }
+}
+
 fn spawn_sources(
     settings: &Settings,
     sink: &UpdateSink,
@@ -275,8 +288,8 @@ fn spawn_sources(
 }
 
 /// Under systemd with `WatchdogSec`, pings the watchdog at half the period, but only after
-/// the model task has answered a ping through its queue: a wedged model stops the pings
-/// and systemd restarts the agent.
+/// the model task has answered a ping on its request channel (after folding in the updates
+/// queued before it): a wedged model stops the pings and systemd restarts the agent.
 fn spawn_watchdog(sink: UpdateSink) -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())? / 2;
     Some(tokio::spawn(async move {
@@ -284,7 +297,7 @@ fn spawn_watchdog(sink: UpdateSink) -> Option<tokio::task::JoinHandle<()>> {
         loop {
             tick.tick().await;
             let (tx, rx) = oneshot::channel();
-            sink.send(Update::Ping(tx));
+            sink.request(Request::Ping(tx)).await;
             if tokio::time::timeout(period, rx)
                 .await
                 .is_ok_and(|r| r.is_ok())

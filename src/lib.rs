@@ -1,12 +1,58 @@
 //! vibe-agent: the host agent of a VIBE dev box. It probes code-server and JupyterLab,
-//! samples the host and its paths, and exposes what it learns as Prometheus metrics.
+//! watches systemd units, JuiceFS mounts and Claude Code, samples the host and its paths,
+//! and exposes what it learns as Prometheus metrics.
 //!
-//! Data flows one way: sources ([`probe`], [`host`]) send [`model::Update`]s through an
-//! [`sink::UpdateSink`] to the model task ([`daemon`]), which publishes
-//! [`model::Snapshot`]s that [`server`] renders with [`exposition`]. See DESIGN.md.
+//! # Layout
+//!
+//! Data flows one way: sources → one model task → snapshot → `/metrics`. The rooms:
+//!
+//! | room | what it owns |
+//! |---|---|
+//! | [`probe`], [`host`], [`systemd`], [`juicefs`], [`otlp`], [`transcripts`] | one source each |
+//! | [`model`] | the hub: the [`model::Snapshot`] (one section per source), [`model::Update`], [`model::Model::apply`] |
+//! | [`daemon`] | wiring: starts the sources and the model task, reload, shutdown |
+//! | [`sink`] | the sources' side of the model's bounded data queue |
+//! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`] |
+//! | [`server`] | the metrics listener: `/metrics`, the landing page, health and readiness |
+//! | [`config`] | the file: `[listen]` and `[agent]`, the other sections through each source's `settings`; [`config::error`] |
+//! | [`cli`], [`check`], [`manpage`], [`logging`] | the command line, `vibe-agent check`, the manual pages, logs |
+//! | [`common`], [`worker`] | leaves: time, [`common::Source`], source health, check lines; the blocking worker |
+//!
+//! Every source is a folder of the same shape:
+//!
+//! - `source` (or the I/O modules the folder names: `receiver`, `tail`, `bus`): samples or
+//!   receives, and sends [`model::Update`]s through a [`sink::UpdateSink`];
+//! - `state`: pure; its section of the snapshot and how its updates apply (no I/O, no clock,
+//!   no prometheus);
+//! - `expose`: its metric families, built from its own section only;
+//! - `settings`: its part of the configuration file (serde mirror, defaults, validation);
+//! - `mod.rs`: the module's doc, its list of files and re-exports, nothing else.
+//!
+//! A new source is its own folder, plus one line each in the hub ([`model`]: its section and
+//! its `Update` variant), the daemon ([`daemon`]: its `spawn`) and the config
+//! ([`config::settings`]: its section); its families join `/metrics` with one line in
+//! [`exposition::render`].
+//!
+//! # Import rules
+//!
+//! - [`model`] imports each source's `state`, never its `mod.rs` or its I/O; a `state` never
+//!   imports [`model`] (a `state` may import another source's `state`, e.g. the JuiceFS
+//!   mounts fill the host's filesystems).
+//! - A source's `expose` imports [`exposition::family`], never [`exposition`] itself (which
+//!   imports every `expose`).
+//! - A source's `settings` imports [`config::error`], never [`config`] itself (which imports
+//!   every `settings`).
+//! - Modules inside a folder import their siblings directly (`super::state::X`), never
+//!   through the folder's `mod.rs`.
+//! - No module imports [`cli`]; [`manpage`] takes the `clap::Command` it renders.
+//!
+//! There is no circle among the crate's modules: `tests/it/layout.rs` reads every file's
+//! `use` lines and paths and fails on any circle. Design notes the code cites are in
+//! `docs/design.md`.
 
 pub mod check;
 pub mod cli;
+pub mod common;
 pub mod config;
 pub mod daemon;
 pub mod exposition;
@@ -22,11 +68,3 @@ pub mod sink;
 pub mod systemd;
 pub mod transcripts;
 pub mod worker;
-
-/// Now, in seconds since the Unix epoch. Sources stamp their samples with it; pure code
-/// never calls it.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}

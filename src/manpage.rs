@@ -1,16 +1,15 @@
 //! The manual pages, generated from the CLI definition so they never drift from it:
 //! `vibe-agent(1)` and one page per visible subcommand (`vibe-agent-check(1)`, …), as
 //! clap_mangen names them. The main page adds what clap cannot know: exit status, signals,
-//! files, environment. Pure: pages in, no file system; `vibe-agent man DIR` writes them.
+//! files, environment. Pure: a [`clap::Command`] in, pages out, no file system;
+//! `vibe-agent man DIR` (in the cli module, which owns the command) writes them.
 
-use clap::CommandFactory;
 use roff::{Roff, bold, italic, roman};
 
-use crate::cli::Cli;
-
-/// Every page as (file name, roff text), the main page first.
-pub fn pages() -> Vec<(String, Vec<u8>)> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+/// Every page of the command `cmd` (the CLI's definition) as (file name, roff text), the
+/// main page first.
+pub fn pages(cmd: clap::Command) -> Vec<(String, Vec<u8>)> {
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let mut out = vec![("vibe-agent.1".to_string(), main_page(&cmd))];
     let mut stack: Vec<clap::Command> = visible_subcommands(&cmd);
@@ -164,7 +163,12 @@ fn main_page(cmd: &clap::Command) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::CommandFactory;
+
+    /// The pages of the agent's own command line.
+    fn pages() -> Vec<(String, Vec<u8>)> {
+        super::pages(crate::cli::Cli::command())
+    }
 
     fn text(page: &[u8]) -> String {
         String::from_utf8(page.to_vec()).unwrap()

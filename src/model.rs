@@ -1,12 +1,13 @@
-//! The model: the single owner of everything the agent knows, and the [`Snapshot`] it
-//! publishes.
+//! The model: the hub. It holds the [`Snapshot`] (one section per source, each defined by
+//! that source's `state` module), folds [`Update`]s into it, and publishes it.
 //!
-//! Sources send [`Update`]s; [`Model::apply`] folds them in; the model task publishes an
-//! `Arc<Snapshot>` that exposition, the landing page and `vibe-agent check` read. This module
-//! is pure: no I/O, no clock reads (every sample carries the time it was taken), no
-//! prometheus types. Sections of the snapshot sit behind `Arc`s and are changed with
-//! `Arc::make_mut`, so publishing is a handful of reference-count bumps and a section is only
-//! copied when a reader still holds the previous snapshot.
+//! Sources send [`Update`]s; [`Model::apply`] hands each to its section's `state`; the model
+//! task publishes an `Arc<Snapshot>` that exposition, the landing page and `vibe-agent check`
+//! read. This module is pure: no I/O, no clock reads (every sample carries the time it was
+//! taken), no prometheus types. It imports each source's `state` and never a source's other
+//! modules; a `state` never imports this module. Sections of the snapshot sit behind `Arc`s
+//! and are changed with `Arc::make_mut`, so publishing is a handful of reference-count
+//! bumps and a section is only copied when a reader still holds the previous snapshot.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,13 +15,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{ServiceKind, Settings};
-
-/// Seconds since the Unix epoch, as a float (what Prometheus timestamps want).
-pub type UnixTime = f64;
-
-/// A named source of data, for `vibe_agent_source_up{source}`.
-pub type SourceName = &'static str;
+pub use crate::common::{Check, Source, SourceHealth, UnixTime};
+use crate::host::state::{FsSample, HostSample, ProcSample, ProcessSample};
+use crate::juicefs::state::{JuicefsRound, JuicefsState};
+use crate::otlp::state::{PersistAnswer, TelemetryState, TelemetryTotals, TelemetryUpdate};
+use crate::probe::state::{ConfigureServices, HttpSample, PortSample, ServiceState};
+use crate::systemd::state::{UnitEvent, UnitsState};
+use crate::transcripts::state::TranscriptTotals;
 
 /// One fact from a source.
 #[derive(Debug)]
@@ -42,221 +43,36 @@ pub enum Update {
     Process(ProcessSample),
     /// A source's health after a round of work: `Err` counts an error and sets it down.
     Source {
-        source: SourceName,
+        source: Source,
         result: Result<(), String>,
     },
     /// The outcome of a configuration (re)load.
     ConfigReload { ok: bool, at: UnixTime },
     /// A fact from the systemd source (unit state, restarts, resources, connection).
-    Systemd(crate::systemd::UnitEvent),
+    Systemd(UnitEvent),
     /// Claude Code telemetry: a receipt from the OTLP receiver, restored totals, or a tick.
-    ClaudeTelemetry(crate::otlp::TelemetryUpdate),
+    ClaudeTelemetry(TelemetryUpdate),
     /// One sampling round of the JuiceFS mounts.
-    Juicefs(crate::juicefs::JuicefsRound),
-    /// The watchdog asks whether the model loop is alive; answered as soon as it is read.
-    Ping(tokio::sync::oneshot::Sender<()>),
+    Juicefs(JuicefsRound),
     /// Totals from the Claude transcript tailer (a whole snapshot; replaces the last).
-    ClaudeTranscripts(Arc<crate::transcripts::TranscriptTotals>),
+    ClaudeTranscripts(Arc<TranscriptTotals>),
 }
 
-/// The service list as the model needs it: names, kinds, and which checks are enabled.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConfigureServices(pub Vec<ServiceInfo>);
-
-impl ConfigureServices {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self(
-            settings
-                .services
-                .iter()
-                .map(|s| ServiceInfo {
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    unit: s.unit.clone(),
-                    port: s.port,
-                    health_url: s.health_url.clone(),
-                    status_enabled: s.kind == ServiceKind::Jupyter && s.token.is_some(),
-                })
-                .collect(),
-        )
-    }
-}
-
-/// What the model knows of a service's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceInfo {
-    pub name: String,
-    pub kind: ServiceKind,
-    pub unit: Option<String>,
-    pub port: Option<u16>,
-    pub health_url: Option<String>,
-    /// JupyterLab with a token: `/api/status` is probed too.
-    pub status_enabled: bool,
-}
-
-/// One port probe: the kernel's socket table and a TCP connect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PortSample {
-    pub at: UnixTime,
-    pub port: u16,
-    /// In LISTEN state in the socket table (IPv4 or IPv6).
-    pub listening: bool,
-    /// `Ok(seconds)` when a TCP connect succeeded within the timeout.
-    pub connect: Result<f64, String>,
-}
-
-/// One HTTP health probe.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HttpSample {
-    pub at: UnixTime,
-    /// Seconds from request to the end of the body (or to the failure).
-    pub duration: f64,
-    /// Status code, when a response arrived.
-    pub status: Option<u16>,
-    /// `Ok(())` when the probe passed; otherwise why not, in words for a person.
-    pub outcome: Result<(), String>,
-    /// What the body said, for kinds that have one.
-    pub detail: HealthDetail,
-}
-
-/// Parsed health bodies.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum HealthDetail {
-    None,
-    /// code-server `/healthz`. `expired` (idle for 60 s) is still up.
-    CodeServer {
-        alive: bool,
-        last_heartbeat: Option<UnixTime>,
+/// A question or a command for the model. Requests travel on their own channel beside the
+/// bounded data queue (see [`crate::sink`]): they are never dropped, never wait behind a
+/// flood of data, and are answered after every update queued before them.
+#[derive(Debug)]
+pub enum Request {
+    /// The watchdog asks whether the model loop is alive.
+    Ping(tokio::sync::oneshot::Sender<()>),
+    /// After a reload: drop the filesystems that are no longer configured.
+    RetainFilesystems(Vec<PathBuf>),
+    /// The telemetry persister asks for the state file's content, unless it is still what
+    /// revision `saved` held.
+    SaveTelemetry {
+        saved: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<PersistAnswer>,
     },
-    /// JupyterLab `/api/status`, when probed.
-    Jupyter(JupyterStatusProbe),
-}
-
-/// The outcome of JupyterLab's authenticated status request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum JupyterStatusProbe {
-    Ok(JupyterStatus),
-    /// 401 or 403: the configured token is wrong. Distinct from down.
-    AuthFailed {
-        status: u16,
-    },
-    /// The token could not be read, the request failed, or the body made no sense.
-    Failed(String),
-}
-
-/// JupyterLab `/api/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JupyterStatus {
-    pub kernels: f64,
-    pub connections: f64,
-    pub started: Option<UnixTime>,
-    pub last_activity: Option<UnixTime>,
-}
-
-/// Memory and CPU of one service's processes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProcSample {
-    pub at: UnixTime,
-    pub processes: u64,
-    pub memory_rss_bytes: f64,
-    /// CPU use over the last interval, in cores (1.0 = one core busy).
-    pub cpu_usage_cores: f64,
-}
-
-/// Host-wide figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HostSample {
-    pub at: UnixTime,
-    pub cpu_usage_ratio: f64,
-    pub load1: f64,
-    pub load5: f64,
-    pub load15: f64,
-    pub memory_total_bytes: f64,
-    pub memory_available_bytes: f64,
-    pub swap_total_bytes: f64,
-    pub swap_used_bytes: f64,
-}
-
-/// statvfs of one configured path.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FsSample {
-    pub at: UnixTime,
-    pub path: PathBuf,
-    pub result: FsResult,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum FsResult {
-    Ok(FsUsage),
-    /// The path does not exist (reported, not fatal).
-    Missing,
-    /// statvfs failed for another reason.
-    Error(String),
-    /// statvfs did not return within the timeout (a hung mount).
-    Stuck,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct FsUsage {
-    pub size_bytes: f64,
-    pub avail_bytes: f64,
-    pub free_bytes: f64,
-    pub files: f64,
-    pub files_free: f64,
-}
-
-/// The agent's own process (node_exporter's `process_*`).
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct ProcessSample {
-    pub cpu_seconds_total: f64,
-    pub resident_memory_bytes: f64,
-    pub virtual_memory_bytes: f64,
-    pub start_time_seconds: f64,
-    pub open_fds: f64,
-    pub max_fds: f64,
-    pub threads: f64,
-}
-
-/// A source's health.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct SourceHealth {
-    pub up: bool,
-    pub errors_total: u64,
-    pub last_error: Option<String>,
-}
-
-/// One service and its latest samples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceState {
-    pub info: ServiceInfo,
-    pub port: Option<PortSample>,
-    pub http: Option<HttpSample>,
-    pub procs: Option<ProcSample>,
-}
-
-impl ServiceState {
-    /// 1 when every enabled check passes: port listening and accepting, health probe up,
-    /// and the unit running once systemd has reported it (see
-    /// [`UnitsState::allows_up`](crate::systemd::UnitsState::allows_up)). A check that has
-    /// not reported yet does not pass. JupyterLab's authenticated `/api/status` is not part
-    /// of it: a wrong token in the agent's config says nothing about whether users can work,
-    /// and is reported on its own (`vibe_jupyter_auth_failed`, alert VibeJupyterAuthFailing).
-    pub fn up(&self, units: &crate::systemd::UnitsState) -> bool {
-        let port_ok = self.info.port.is_none()
-            || self
-                .port
-                .as_ref()
-                .is_some_and(|p| p.listening && p.connect.is_ok());
-        let http_ok =
-            self.info.health_url.is_none() || self.http.as_ref().is_some_and(|h| h.outcome.is_ok());
-        port_ok && http_ok && units.allows_up(self.info.unit.as_deref())
-    }
-
-    /// Every enabled check has reported at least once.
-    fn sampled(&self) -> bool {
-        (self.info.port.is_none() || self.port.is_some())
-            && (self.info.health_url.is_none() || self.http.is_some())
-    }
 }
 
 /// Outcome of the last configuration (re)load.
@@ -288,39 +104,26 @@ pub struct Snapshot {
     /// Increases with each published snapshot; exposition caches by it.
     pub generation: u64,
     pub build: BuildInfo,
+    /// The probed services ([`crate::probe::state`]).
     pub services: Arc<Vec<ServiceState>>,
+    /// Host-wide figures ([`crate::host::state`]).
     pub host: Option<Arc<HostSample>>,
+    /// The sampled paths, and the JuiceFS mount points ([`crate::host::state`]).
     pub filesystems: Arc<BTreeMap<PathBuf, FsSample>>,
+    /// The agent's own process ([`crate::host::state`]).
     pub process: Option<Arc<ProcessSample>>,
-    pub sources: Arc<BTreeMap<SourceName, SourceHealth>>,
+    pub sources: Arc<BTreeMap<Source, SourceHealth>>,
     /// JuiceFS mounts, from the latest round.
-    pub juicefs: Arc<crate::juicefs::JuicefsState>,
+    pub juicefs: Arc<JuicefsState>,
     /// Claude Code telemetry received over OTLP.
-    pub claude_telemetry: Arc<crate::otlp::state::TelemetryTotals>,
+    pub claude_telemetry: Arc<TelemetryTotals>,
     /// Watched systemd units.
-    pub units: Arc<crate::systemd::UnitsState>,
+    pub units: Arc<UnitsState>,
     pub config_reload: ConfigReloadState,
     /// Updates sources could not deliver because the model's queue was full.
     pub updates_dropped_total: u64,
     /// Claude transcript totals, once the tailer has published.
-    pub claude_transcripts: Option<Arc<crate::transcripts::TranscriptTotals>>,
-}
-
-/// One line of `vibe-agent check` and of the landing page's table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// e.g. "jupyter port 8888".
-    pub name: String,
-    pub ok: bool,
-    /// e.g. "listening", "not listening", "authentication failed (403): ...".
-    pub detail: String,
-}
-
-impl std::fmt::Display for Check {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tag = if self.ok { "[OK]" } else { "[ERROR]" };
-        write!(f, "{tag} {}: {}", self.name, self.detail)
-    }
+    pub claude_transcripts: Option<Arc<TranscriptTotals>>,
 }
 
 impl Snapshot {
@@ -330,129 +133,21 @@ impl Snapshot {
         self.services.iter().all(ServiceState::sampled) && self.host.is_some()
     }
 
-    /// Every check's state, in configuration order.
+    /// Every check's state: the services in configuration order, then the units, the
+    /// JuiceFS mounts and the sampled paths.
     pub fn checks(&self) -> Vec<Check> {
-        let mut out = Vec::new();
-        for s in self.services.iter() {
-            let name = &s.info.name;
-            if let Some(unit) = s.info.unit.as_deref().filter(|_| self.units_watched()) {
-                out.push(self.units.service_check(name, unit));
-            }
-            if let Some(port) = s.info.port {
-                let check = |ok, detail: String| Check {
-                    name: format!("{name} port {port}"),
-                    ok,
-                    detail,
-                };
-                out.push(match &s.port {
-                    None => check(false, "not probed yet".into()),
-                    Some(p) => match (p.listening, &p.connect) {
-                        (true, Ok(secs)) => {
-                            check(true, format!("listening, connect in {}", ms(*secs)))
-                        }
-                        (true, Err(e)) => check(false, format!("listening, but connect: {e}")),
-                        (false, _) => check(false, "not listening".into()),
-                    },
-                });
-            }
-            if let Some(url) = &s.info.health_url {
-                let check = |ok, detail: String| Check {
-                    name: format!("{name} http"),
-                    ok,
-                    detail,
-                };
-                out.push(match &s.http {
-                    None => check(false, format!("{url}: not probed yet")),
-                    Some(h) => match &h.outcome {
-                        Ok(()) => {
-                            let what = match &h.detail {
-                                HealthDetail::CodeServer { alive: true, .. } => " (alive)",
-                                HealthDetail::CodeServer { alive: false, .. } => {
-                                    " (expired: idle, not down)"
-                                }
-                                _ => "",
-                            };
-                            check(
-                                true,
-                                format!(
-                                    "{url}: {} in {}{what}",
-                                    h.status.unwrap_or(0),
-                                    ms(h.duration)
-                                ),
-                            )
-                        }
-                        Err(e) => check(false, format!("{url}: {e}")),
-                    },
-                });
-            }
-            if s.info.status_enabled {
-                let check = |ok, detail: String| Check {
-                    name: format!("{name} status"),
-                    ok,
-                    detail,
-                };
-                out.push(match s.http.as_ref().map(|h| &h.detail) {
-                    Some(HealthDetail::Jupyter(JupyterStatusProbe::Ok(st))) => check(
-                        true,
-                        format!("{} kernels, {} connections", st.kernels, st.connections),
-                    ),
-                    Some(HealthDetail::Jupyter(JupyterStatusProbe::AuthFailed { status })) => {
-                        check(
-                            false,
-                            format!(
-                                "authentication failed ({status}): the token in the agent's \
-                                 config is not accepted by JupyterLab"
-                            ),
-                        )
-                    }
-                    Some(HealthDetail::Jupyter(JupyterStatusProbe::Failed(e))) => {
-                        check(false, e.clone())
-                    }
-                    _ => check(false, "not probed (liveness failed)".into()),
-                });
-            }
-        }
+        let systemd = self.sources.get(&Source::Systemd);
+        let mut out = crate::probe::state::checks(&self.services, &self.units, systemd.is_some());
         let service_units: Vec<&str> = self
             .services
             .iter()
             .filter_map(|s| s.info.unit.as_deref())
             .collect();
-        let systemd = self.sources.get(crate::systemd::SYSTEMD_SOURCE);
         out.extend(self.units.other_checks(&service_units, systemd));
         out.extend(self.juicefs.checks());
-        for fs in self.filesystems.values() {
-            let name = format!("filesystem {}", fs.path.display());
-            let (ok, detail) = match &fs.result {
-                FsResult::Ok(u) => {
-                    let used = if u.size_bytes > 0.0 {
-                        100.0 * (1.0 - u.avail_bytes / u.size_bytes)
-                    } else {
-                        0.0
-                    };
-                    (true, format!("{used:.0}% used"))
-                }
-                FsResult::Missing => (false, "does not exist".to_string()),
-                FsResult::Error(e) => (false, e.clone()),
-                FsResult::Stuck => (
-                    false,
-                    "stuck: statvfs did not return within the timeout (hung mount?)".to_string(),
-                ),
-            };
-            out.push(Check { name, ok, detail });
-        }
+        out.extend(crate::host::state::filesystem_checks(&self.filesystems));
         out
     }
-}
-
-impl Snapshot {
-    /// The systemd source runs (it has reported at least once).
-    fn units_watched(&self) -> bool {
-        self.sources.contains_key(crate::systemd::SYSTEMD_SOURCE)
-    }
-}
-
-fn ms(secs: f64) -> String {
-    format!("{:.1} ms", secs * 1e3)
 }
 
 /// The model's state. [`Model::apply`] is the only way it changes.
@@ -461,7 +156,7 @@ pub struct Model {
     state: Snapshot,
     /// Claude Code telemetry with its working sets (streams, sessions, event hashes); only
     /// its totals go into a snapshot, copied at publish when they changed.
-    telemetry: crate::otlp::TelemetryState,
+    telemetry: TelemetryState,
     telemetry_changed: bool,
 }
 
@@ -495,38 +190,28 @@ impl Model {
 
     /// Folds one update into the state.
     pub fn apply(&mut self, update: Update) {
+        use crate::probe::state::{configure, service_mut};
         let st = &mut self.state;
         match update {
-            Update::Configure(ConfigureServices(infos)) => {
-                let old = std::mem::take(Arc::make_mut(&mut st.services));
-                let services = Arc::make_mut(&mut st.services);
-                for info in infos {
-                    // Keep samples of a service whose checks did not change.
-                    let kept = old
-                        .iter()
-                        .find(|o| o.info == info)
-                        .map(|o| (o.port.clone(), o.http.clone(), o.procs.clone()));
-                    let (port, http, procs) = kept.unwrap_or((None, None, None));
-                    services.push(ServiceState {
-                        info,
-                        port,
-                        http,
-                        procs,
-                    });
-                }
-            }
+            Update::Configure(services) => configure(Arc::make_mut(&mut st.services), services),
             Update::Port { service, sample } => {
-                if let Some(s) = service_mut(st, &service) {
+                if let Some(s) =
+                    service_mut(Arc::make_mut(&mut st.services).as_mut_slice(), &service)
+                {
                     s.port = Some(sample);
                 }
             }
             Update::Http { service, sample } => {
-                if let Some(s) = service_mut(st, &service) {
+                if let Some(s) =
+                    service_mut(Arc::make_mut(&mut st.services).as_mut_slice(), &service)
+                {
                     s.http = Some(sample);
                 }
             }
             Update::ServiceProcesses { service, sample } => {
-                if let Some(s) = service_mut(st, &service) {
+                if let Some(s) =
+                    service_mut(Arc::make_mut(&mut st.services).as_mut_slice(), &service)
+                {
                     s.procs = Some(sample);
                 }
             }
@@ -536,15 +221,10 @@ impl Model {
             }
             Update::Process(p) => st.process = Some(Arc::new(p)),
             Update::Source { source, result } => {
-                let h = Arc::make_mut(&mut st.sources).entry(source).or_default();
-                match result {
-                    Ok(()) => h.up = true,
-                    Err(e) => {
-                        h.up = false;
-                        h.errors_total += 1;
-                        h.last_error = Some(e);
-                    }
-                }
+                Arc::make_mut(&mut st.sources)
+                    .entry(source)
+                    .or_default()
+                    .record(result);
             }
             Update::ConfigReload { ok, at } => {
                 st.config_reload.successful = ok;
@@ -557,9 +237,26 @@ impl Model {
             Update::ClaudeTelemetry(u) => {
                 self.telemetry_changed |= self.telemetry.apply(u);
             }
-            Update::Juicefs(round) => crate::juicefs::state::apply(st, round),
-            Update::Ping(reply) => {
+            Update::Juicefs(round) => {
+                crate::juicefs::state::apply(&mut st.juicefs, &mut st.filesystems, round)
+            }
+        }
+    }
+
+    /// Answers or carries out one request; true when the state changed (a snapshot is due).
+    pub fn answer(&mut self, request: Request) -> bool {
+        match request {
+            Request::Ping(reply) => {
                 let _ = reply.send(());
+                false
+            }
+            Request::RetainFilesystems(paths) => {
+                self.retain_filesystems(&paths);
+                true
+            }
+            Request::SaveTelemetry { saved, reply } => {
+                let _ = reply.send(self.telemetry.answer_save(saved));
+                false
             }
         }
     }
@@ -583,18 +280,18 @@ impl Model {
     }
 }
 
-fn service_mut<'a>(st: &'a mut Snapshot, name: &str) -> Option<&'a mut ServiceState> {
-    Arc::make_mut(&mut st.services)
-        .iter_mut()
-        .find(|s| s.info.name == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
+    use crate::host::state::FsResult;
+    use crate::probe::state::HealthDetail;
 
     fn model() -> Model {
-        Model::new(ConfigureServices::from_settings(&Settings::default()), 1.0)
+        Model::new(
+            ConfigureServices::from_services(&Settings::default().services),
+            1.0,
+        )
     }
 
     fn port(listening: bool, connect: bool) -> PortSample {
@@ -666,7 +363,7 @@ mod tests {
             service: "jupyter".into(),
             sample: port(true, true),
         });
-        let mut infos = ConfigureServices::from_settings(&Settings::default());
+        let mut infos = ConfigureServices::from_services(&Settings::default().services);
         infos.0.retain(|s| s.name == "jupyter");
         m.apply(Update::Configure(infos));
         assert_eq!(m.state.services.len(), 1);
@@ -680,24 +377,24 @@ mod tests {
     fn source_errors_count_and_recover() {
         let mut m = model();
         m.apply(Update::Source {
-            source: "host",
+            source: Source::Host,
             result: Err("boom".into()),
         });
         m.apply(Update::Source {
-            source: "host",
+            source: Source::Host,
             result: Err("boom".into()),
         });
         let s = m.publish();
-        assert_eq!(s.sources["host"].errors_total, 2);
-        assert!(!s.sources["host"].up);
+        assert_eq!(s.sources[&Source::Host].errors_total, 2);
+        assert!(!s.sources[&Source::Host].up);
         m.apply(Update::Source {
-            source: "host",
+            source: Source::Host,
             result: Ok(()),
         });
         let s2 = m.publish();
-        assert!(s2.sources["host"].up);
-        assert_eq!(s2.sources["host"].errors_total, 2);
-        assert!(!s.sources["host"].up, "old snapshot is untouched");
+        assert!(s2.sources[&Source::Host].up);
+        assert_eq!(s2.sources[&Source::Host].errors_total, 2);
+        assert!(!s.sources[&Source::Host].up, "old snapshot is untouched");
         assert!(s2.generation > s.generation);
     }
 

@@ -148,7 +148,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
             "<tr><td class=\"{}\">{}</td><td>{}</td><td>{} errors{}</td></tr>\n",
             if h.up { "ok" } else { "err" },
             if h.up { "UP" } else { "DOWN" },
-            esc(name),
+            esc(name.as_str()),
             h.errors_total,
             h.last_error
                 .as_deref()

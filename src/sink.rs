@@ -1,36 +1,67 @@
-//! The sources' side of the model's queue.
+//! The sources' side of the model task's two channels: the bounded data queue and, beside
+//! it, the request channel (as tokio-console's aggregator keeps its data and its commands
+//! apart).
 //!
-//! The queue is bounded so a flood from one source cannot grow memory without limit.
+//! The data queue is bounded so a flood from one source cannot grow memory without limit.
 //! Sources never wait on it: [`UpdateSink::send`] drops the update when the queue is full
 //! and counts the drop, which the model reports as `vibe_agent_updates_dropped_total`.
+//! Requests (a watchdog ping, a save, a reload's clean-up) must not be dropped, and must not
+//! queue behind a flood of data: [`UpdateSink::request`] waits for room on their own small
+//! channel. The model answers a request after folding in every update queued before it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::model::Update;
+use crate::model::{Request, Update};
 
 /// How many updates may wait for the model before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 4096;
 
-/// A cloneable handle for sources to send updates to the model.
+/// How many requests may wait for the model before askers wait for room.
+pub const REQUEST_CAPACITY: usize = 16;
+
+/// A cloneable handle for sources to send updates (and requests) to the model.
 #[derive(Clone, Debug)]
 pub struct UpdateSink {
     tx: mpsc::Sender<Update>,
+    requests: mpsc::Sender<Request>,
     dropped: Arc<AtomicU64>,
 }
 
+/// The model task's ends of the two channels, and the count of dropped updates.
+#[derive(Debug)]
+pub struct Inbox {
+    pub updates: mpsc::Receiver<Update>,
+    pub requests: mpsc::Receiver<Request>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Inbox {
+    /// Updates the sinks dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 impl UpdateSink {
-    /// A sink and the receiving end the model task reads.
-    pub fn channel() -> (Self, mpsc::Receiver<Update>) {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    /// A sink and the receiving ends the model task reads.
+    pub fn channel() -> (Self, Inbox) {
+        let (tx, updates) = mpsc::channel(QUEUE_CAPACITY);
+        let (requests, requests_rx) = mpsc::channel(REQUEST_CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
         (
             Self {
                 tx,
-                dropped: Arc::new(AtomicU64::new(0)),
+                requests,
+                dropped: dropped.clone(),
             },
-            rx,
+            Inbox {
+                updates,
+                requests: requests_rx,
+                dropped,
+            },
         )
     }
 
@@ -44,10 +75,10 @@ impl UpdateSink {
         true
     }
 
-    /// Queues a request that must not be dropped (a save, a ping), waiting for room; false
-    /// when the model has stopped. Sources of data use [`UpdateSink::send`].
-    pub async fn send_wait(&self, update: Update) -> bool {
-        self.tx.send(update).await.is_ok()
+    /// Sends a request to the model on the request channel, waiting for room; false when
+    /// the model has stopped. Sources of data use [`UpdateSink::send`].
+    pub async fn request(&self, request: Request) -> bool {
+        self.requests.send(request).await.is_ok()
     }
 
     /// Updates dropped so far.

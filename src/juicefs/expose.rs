@@ -7,7 +7,7 @@
 use prometheus::proto::MetricFamily;
 
 use super::state::{JuicefsState, MountHealth, quota_bytes, quota_inodes};
-use crate::exposition::Family;
+use crate::exposition::family::Family;
 
 /// Appends the JuiceFS families to `out`.
 pub fn families(st: &JuicefsState, out: &mut Vec<MetricFamily>) {

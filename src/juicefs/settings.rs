@@ -1,6 +1,6 @@
 //! The `[juicefs]` section of the agent's file: its serde mirror, defaults and validation.
 //!
-//! config.rs embeds [`FileJuicefs`] and calls [`validate`]; everything JuiceFS-specific
+//! The config module embeds [`FileJuicefs`] and calls [`validate`]; everything JuiceFS-specific
 //! about configuration lives here so the shared config module only gains a field.
 //!
 //! ```toml
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The JuiceFS client's default metrics address (`juicefs mount --metrics`).
 pub const DEFAULT_METRICS_URL: &str = "http://127.0.0.1:9567/metrics";

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::figures::ClientFigures;
-use crate::model::{Check, FsResult, FsSample, FsUsage, Snapshot, UnixTime};
+use crate::common::{Check, UnixTime};
+use crate::host::state::{FsResult, FsSample, FsUsage};
 
 /// Every mount's state after the latest round.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -219,14 +220,18 @@ fn gib(bytes: f64) -> String {
     format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
 }
 
-/// Folds a round into the snapshot: replaces the mounts, and writes each mount point's
-/// statvfs outcome to `filesystems` so a hung mount shows as `vibe_filesystem_stuck{path} 1`
-/// even when it is not among the host's paths. Mount points that left the table leave
-/// `filesystems` too (the host sampler puts back the ones it samples itself).
-pub fn apply(st: &mut Snapshot, round: JuicefsRound) {
-    let fs = Arc::make_mut(&mut st.filesystems);
-    for gone in st
-        .juicefs
+/// Folds a round into the snapshot's sections: replaces the mounts, and writes each mount
+/// point's statvfs outcome to `filesystems` (the host's section) so a hung mount shows as
+/// `vibe_filesystem_stuck{path} 1` even when it is not among the host's paths. Mount points
+/// that left the table leave `filesystems` too (the host sampler puts back the ones it
+/// samples itself).
+pub fn apply(
+    juicefs: &mut Arc<JuicefsState>,
+    filesystems: &mut Arc<BTreeMap<PathBuf, FsSample>>,
+    round: JuicefsRound,
+) {
+    let fs = Arc::make_mut(filesystems);
+    for gone in juicefs
         .mounts
         .keys()
         .filter(|p| !round.mounts.iter().any(|m| &m.mount == *p))
@@ -250,14 +255,14 @@ pub fn apply(st: &mut Snapshot, round: JuicefsRound) {
             }
         }
     }
-    st.juicefs = Arc::new(JuicefsState {
+    *juicefs = Arc::new(JuicefsState {
         mounts: round
             .mounts
             .into_iter()
             .map(|m| (m.mount.clone(), m))
             .collect(),
         timeout_seconds: round.timeout_seconds,
-        rounds: st.juicefs.rounds + 1,
+        rounds: juicefs.rounds + 1,
     });
 }
 

@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::convert::{self, LabelPolicy, MetricsBatch};
-use super::{OtlpError, Signal, json, wire};
+use super::error::OtlpError;
+use super::signal::Signal;
+use super::{json, wire};
 
 /// How a body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use prometheus::proto::MetricFamily;
 
 use super::state::{Kind, SeriesValue, TelemetryTotals};
-use crate::exposition::Family;
+use crate::exposition::family::Family;
 
 /// Appends every telemetry family that has samples.
 pub fn families(t: &TelemetryTotals, out: &mut Vec<MetricFamily>) {

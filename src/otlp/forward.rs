@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use tokio::sync::Notify;
 
-use super::Signal;
+use super::signal::Signal;
 
 /// First retry delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);

@@ -5,7 +5,7 @@
 //! Writes are atomic (temp file in the same directory, fsync, rename, fsync of the
 //! directory): a crash leaves the old file or the new one, never half of one. The adapter
 //! task here also sends the model its periodic [`TelemetryUpdate::Tick`], and asks it for
-//! the file's content ([`TelemetryUpdate::Persist`]): the working sets it holds (streams,
+//! the file's content ([`Request::SaveTelemetry`]): the working sets it holds (streams,
 //! event hashes) never go into a snapshot. The model copies them out only when its
 //! revision moved since the last save, so an idle agent neither copies nor writes.
 
@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::OtlpError;
+use super::error::OtlpError;
 use super::state::{PersistAnswer, Persisted, TelemetryUpdate};
-use crate::model::Update;
+use crate::model::{Request, Update};
 use crate::sink::UpdateSink;
 
 /// The file's name inside the state directory.
@@ -78,14 +78,8 @@ pub fn save(path: &Path, state: &Persisted) -> Result<(), OtlpError> {
 /// `None` when the model does not answer.
 async fn ask(sink: &UpdateSink, saved: Option<u64>) -> Option<PersistAnswer> {
     let (reply, rx) = oneshot::channel();
-    // Waits for room in the queue: a save request must not be dropped under a flood.
-    if !sink
-        .send_wait(Update::ClaudeTelemetry(TelemetryUpdate::Persist {
-            saved,
-            reply,
-        }))
-        .await
-    {
+    // On the request channel: a save request must not be dropped under a flood of data.
+    if !sink.request(Request::SaveTelemetry { saved, reply }).await {
         return None;
     }
     tokio::time::timeout(Duration::from_secs(5), rx)
@@ -115,7 +109,7 @@ pub async fn run(
         };
         if !stopping {
             sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Tick {
-                now: crate::unix_now(),
+                now: crate::common::unix_now(),
                 forward: forward.as_ref().map(|f| f.stats()),
             }));
         }

@@ -24,8 +24,10 @@ use prost::Message;
 
 use super::convert::{self, DropReason, LabelPolicy};
 use super::decode::{self, Format};
+use super::error::OtlpError;
+use super::settings::OtlpSettings;
+use super::signal::Signal;
 use super::state::{Payload, Receipt, TelemetryUpdate};
-use super::{OtlpError, OtlpSettings, Signal};
 use crate::model::Update;
 use crate::sink::UpdateSink;
 
@@ -244,7 +246,7 @@ impl Receiver {
             Payload::None => 0,
         };
         let receipt = Receipt {
-            at: crate::unix_now(),
+            at: crate::common::unix_now(),
             path,
             status,
             signal,

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::Signal;
 use super::forward::Forwarder;
 use super::receiver::{self, Receiver};
+use super::signal::Signal;
 use super::state::{Limits, TelemetryUpdate};
 use crate::config::Settings;
 use crate::model::Update;
@@ -62,9 +62,9 @@ pub fn start(
     let mut forwarders = Vec::new();
     let forward = Forwarder::new(
         &[
-            (Signal::Metrics, settings.forward_metrics_url.clone()),
-            (Signal::Logs, settings.forward_logs_url.clone()),
-            (Signal::Traces, settings.forward_traces_url.clone()),
+            (Signal::Metrics, settings.forward.metrics_url.clone()),
+            (Signal::Logs, settings.forward.logs_url.clone()),
+            (Signal::Traces, settings.forward.traces_url.clone()),
         ],
         settings.otlp.forward_queue_bytes,
     )

@@ -1,16 +1,18 @@
-//! The `[otlp]` section of the agent's file: its serde mirror, defaults and validation.
+//! The `[otlp]` section of the agent's file and its `[claude.forward]` table (the upstreams
+//! raw OTLP bodies are forwarded to): their serde mirrors, defaults and validation.
 //!
-//! config.rs embeds [`FileOtlp`] and calls [`validate`]; everything OTLP-specific about
-//! configuration lives here so the shared config module only gains a field.
+//! The config module embeds [`FileOtlp`] and [`FileForward`] and calls [`validate`] and
+//! [`validate_forward`]; everything OTLP-specific about configuration lives here so the
+//! shared config module only gains a field.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::{ConfigError, check_http_url};
 
-/// Attributes kept as labels when the file does not say otherwise (DESIGN.md).
+/// Attributes kept as labels when the file does not say otherwise (docs/design.md).
 pub const DEFAULT_ALLOW_LABELS: &[&str] = &[
     "model",
     "type",
@@ -211,6 +213,46 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
         active_window,
         max_streams,
         forward_queue_bytes,
+    })
+}
+
+/// Serde mirror of `[claude.forward]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForward {
+    pub metrics_url: Option<String>,
+    pub logs_url: Option<String>,
+    pub traces_url: Option<String>,
+}
+
+/// The validated `[claude.forward]` upstreams; `None` forwards nothing of that signal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ForwardSettings {
+    pub metrics_url: Option<String>,
+    pub logs_url: Option<String>,
+    pub traces_url: Option<String>,
+}
+
+/// Validates `[claude.forward]` (absent: nothing forwarded). `path` is only used in
+/// messages.
+pub fn validate_forward(
+    file: Option<FileForward>,
+    path: &Path,
+) -> Result<ForwardSettings, ConfigError> {
+    let forward = file.unwrap_or_default();
+    for (k, u) in [
+        ("claude.forward.metrics_url", &forward.metrics_url),
+        ("claude.forward.logs_url", &forward.logs_url),
+        ("claude.forward.traces_url", &forward.traces_url),
+    ] {
+        if let Some(u) = u {
+            check_http_url(path, k, u)?;
+        }
+    }
+    Ok(ForwardSettings {
+        metrics_url: forward.metrics_url,
+        logs_url: forward.logs_url,
+        traces_url: forward.traces_url,
     })
 }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Signal;
 use super::convert::{
     DropReason, Event, EventKind, Labels, LogsBatch, MetricsBatch, Point, PointValue, Temporality,
 };
 use super::settings::{DEFAULT_STREAM_TTL, OtlpSettings};
+use super::signal::Signal;
 
 /// Bucket bounds (seconds) of the event duration histograms.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -44,15 +44,9 @@ pub enum TelemetryUpdate {
         now: f64,
         forward: Option<super::forward::ForwardStats>,
     },
-    /// Asks for the state file's content, as of every update queued before this one,
-    /// unless it is still what revision `saved` held.
-    Persist {
-        saved: Option<u64>,
-        reply: tokio::sync::oneshot::Sender<PersistAnswer>,
-    },
 }
 
-/// The model's answer to [`TelemetryUpdate::Persist`].
+/// The model's answer to a save request ([`TelemetryState::answer_save`]).
 #[derive(Debug)]
 pub enum PersistAnswer {
     /// Nothing the state file holds changed since the revision last saved.
@@ -340,21 +334,22 @@ impl TelemetryState {
                     self.revision += 1;
                 }
             }
-            TelemetryUpdate::Persist { saved, reply } => {
-                let answer = if saved == Some(self.revision) {
-                    PersistAnswer::Unchanged
-                } else {
-                    PersistAnswer::Changed {
-                        revision: self.revision,
-                        state: Box::new(self.persisted()),
-                    }
-                };
-                let _ = reply.send(answer);
-                return false;
-            }
         }
         self.totals.streams_tracked = self.streams.len() as u64;
         true
+    }
+
+    /// The state file's content, unless it is still what revision `saved` held (then
+    /// nothing is copied).
+    pub fn answer_save(&self, saved: Option<u64>) -> PersistAnswer {
+        if saved == Some(self.revision) {
+            PersistAnswer::Unchanged
+        } else {
+            PersistAnswer::Changed {
+                revision: self.revision,
+                state: Box::new(self.persisted()),
+            }
+        }
     }
 
     /// The state file's content.
@@ -1052,9 +1047,7 @@ mod tests {
 
     /// What the model answers the persister that last saved revision `saved`.
     fn ask(st: &mut TelemetryState, saved: Option<u64>) -> PersistAnswer {
-        let (reply, mut rx) = tokio::sync::oneshot::channel();
-        assert!(!st.apply(TelemetryUpdate::Persist { saved, reply }));
-        rx.try_recv().expect("answered at once")
+        st.answer_save(saved)
     }
 
     #[test]

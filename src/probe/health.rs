@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-use crate::model::{JupyterStatus, UnixTime};
+use super::state::JupyterStatus;
+use crate::common::UnixTime;
 
 /// code-server's `/healthz`.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{ServiceKind, ServiceSettings, TokenSource};
-use crate::model::{HealthDetail, HttpSample, JupyterStatusProbe, UnixTime};
+use super::settings::{ServiceKind, ServiceSettings, TokenSource};
+use super::state::{HealthDetail, HttpSample, JupyterStatusProbe};
+use crate::common::UnixTime;
 
 use super::health;
 

@@ -1,117 +1,18 @@
-//! Service probes: one task per configured service, each with its own interval and
-//! timeout, sending port and HTTP health results to the model.
+//! The service probes: for each configured `[[service]]`, its port (the kernel's LISTEN
+//! table and a TCP connect) and its HTTP health endpoint, each service on its own interval
+//! and timeout.
 //!
-//! The pure parts live in [`port::listening_ports`] and [`health`]; this module only
-//! schedules. [`probe_once`] is shared by the daemon's loops and `vibe-agent check`.
+//! [`source`] schedules the probes and sends their results; [`port`], [`http`] and
+//! [`health`] probe and parse (parsers pure); [`state`] is the services' section of the
+//! snapshot; [`expose`] renders it; [`settings`] is the `[[service]]` list.
 
+pub mod expose;
 pub mod health;
 pub mod http;
 pub mod port;
+pub mod settings;
+pub mod source;
+pub mod state;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use tokio::task::JoinSet;
-
-use crate::config::{ServiceSettings, Settings};
-use crate::model::Update;
-use crate::sink::UpdateSink;
-use crate::unix_now;
-
-/// Source name of socket-table reads in `vibe_agent_source_up`.
-pub const PORTS_SOURCE: &str = "ports";
-
-/// How long one read of the socket table serves every service's port probe: services
-/// probed in the same second share one read. The read is a sock_diag dump of LISTEN
-/// sockets (tens of µs); the `/proc/net/tcp{,6}` fallback makes the kernel walk its whole
-/// connection table (milliseconds on a large box).
-pub const LISTEN_TABLE_REUSE: Duration = Duration::from_secs(1);
-
-/// One read of the LISTEN ports (or why it failed), and when it was made.
-type ListenRead = (Instant, Result<BTreeSet<u16>, String>);
-
-/// The ports in LISTEN state, read at most once per [`LISTEN_TABLE_REUSE`].
-#[derive(Debug, Default)]
-pub struct ListenTable {
-    last: Mutex<Option<ListenRead>>,
-}
-
-impl ListenTable {
-    /// The LISTEN ports, from a read made within the reuse window or a fresh one.
-    pub fn read(&self) -> Result<BTreeSet<u16>, String> {
-        let mut last = self.last.lock().expect("listen table lock");
-        if let Some((at, table)) = last.as_ref() {
-            if at.elapsed() < LISTEN_TABLE_REUSE {
-                return table.clone();
-            }
-        }
-        let table = port::read_listening_ports().map_err(|e| e.to_string());
-        *last = Some((Instant::now(), table.clone()));
-        table
-    }
-}
-
-/// Probes one service once (port, then health) and returns the updates.
-pub async fn probe_once(
-    client: &reqwest::Client,
-    table: &ListenTable,
-    svc: &ServiceSettings,
-) -> Vec<Update> {
-    let mut out = Vec::new();
-    if let Some(port) = svc.port {
-        let at = unix_now();
-        let listening = match table.read() {
-            Ok(ports) => {
-                out.push(Update::Source {
-                    source: PORTS_SOURCE,
-                    result: Ok(()),
-                });
-                ports
-            }
-            Err(e) => {
-                out.push(Update::Source {
-                    source: PORTS_SOURCE,
-                    result: Err(e),
-                });
-                Default::default()
-            }
-        };
-        let sample = port::probe(&listening, &svc.host, port, svc.timeout, at).await;
-        out.push(Update::Port {
-            service: svc.name.clone(),
-            sample,
-        });
-    }
-    if let Some(url) = &svc.health_url {
-        let sample = http::probe(client, svc, url, unix_now()).await;
-        out.push(Update::Http {
-            service: svc.name.clone(),
-            sample,
-        });
-    }
-    out
-}
-
-/// Starts one probe loop per service into `tasks`. Each loop probes at once, then every
-/// interval; a slow probe delays only its own service.
-pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
-    let client = http::client();
-    let table = Arc::new(ListenTable::default());
-    for svc in &settings.services {
-        let table = table.clone();
-        let svc = Arc::new(svc.clone());
-        let client = client.clone();
-        let sink = sink.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(svc.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                for update in probe_once(&client, &table, &svc).await {
-                    sink.send(update);
-                }
-            }
-        });
-    }
-}
+pub use settings::{ServiceKind, ServiceSettings, TokenSource};
+pub use source::{ListenTable, probe_once, spawn};

@@ -31,7 +31,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use procfs::FromReadSI;
 use procfs::net::{TcpNetEntries, TcpState};
 
-use crate::model::{PortSample, UnixTime};
+use super::state::PortSample;
+use crate::common::UnixTime;
 
 /// Errors reading the socket table.
 #[derive(Debug, thiserror::Error)]

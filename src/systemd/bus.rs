@@ -11,7 +11,7 @@ use std::time::Duration;
 use zbus::message::Sequence;
 use zbus::{Connection, DeserializeDict, MatchRule, Message, MessageStream, OwnedObjectPath, Type};
 
-use super::SystemdError;
+use super::error::SystemdError;
 use super::state::{UnitChange, UnitResources};
 
 pub const SYSTEMD: &str = "org.freedesktop.systemd1";

@@ -4,7 +4,7 @@
 use prometheus::proto::MetricFamily;
 
 use super::state::{EXPOSED_STATES, UnitsState};
-use crate::exposition::Family;
+use crate::exposition::family::Family;
 
 /// Appends the unit families to `out`.
 pub fn families(st: &UnitsState, out: &mut Vec<MetricFamily>) {

@@ -1,5 +1,5 @@
-//! The systemd source's loop ([`run`]) and `vibe-agent check`'s single round
-//! ([`read_once`]).
+//! The systemd source's loop ([`run`], started by [`spawn`]) and `vibe-agent check`'s single
+//! round ([`read_once`], through [`check_once`]).
 //!
 //! One session is one connection: match rules for the signals, `Subscribe`, then a loop
 //! that never waits on a call. Calls (listing, property reads, resource polls) run as
@@ -22,8 +22,11 @@ use zbus::Message;
 use zbus::message::Sequence;
 
 use super::bus::{self, ManagerSignal, PropertiesChanged, Systemd, UNIT_IFACE};
+use super::error::SystemdError;
+use super::settings::WatchSettings;
 use super::state::{UnitChange, UnitEvent, UnitResources};
-use super::{SYSTEMD_SOURCE, SystemdError, SystemdSettings};
+use crate::common::Source;
+use crate::config::Settings;
 use crate::model::Update;
 use crate::sink::UpdateSink;
 
@@ -37,7 +40,7 @@ const RELIST_DELAY: Duration = Duration::from_millis(50);
 
 fn source(result: Result<(), String>) -> Update {
     Update::Source {
-        source: SYSTEMD_SOURCE,
+        source: Source::Systemd,
         result,
     }
 }
@@ -47,7 +50,7 @@ fn event(e: UnitEvent) -> Update {
 }
 
 /// Runs the source until the task is aborted.
-pub async fn run(cfg: SystemdSettings, sink: UpdateSink) {
+pub async fn run(cfg: WatchSettings, sink: UpdateSink) {
     let mut backoff = BACKOFF_MIN;
     // Warn when a session ends and on the first failed attempt; repeated failures while
     // the bus stays away are debug, so a box without systemd does not fill the journal.
@@ -96,7 +99,7 @@ enum Reply {
 
 /// One session's view of the watched units.
 struct UnitWatch<'a> {
-    cfg: &'a SystemdSettings,
+    cfg: &'a WatchSettings,
     sink: &'a UpdateSink,
     subscribed: bool,
     watched: BTreeSet<String>,
@@ -111,7 +114,7 @@ struct UnitWatch<'a> {
 }
 
 impl<'a> UnitWatch<'a> {
-    fn new(cfg: &'a SystemdSettings, sink: &'a UpdateSink) -> Self {
+    fn new(cfg: &'a WatchSettings, sink: &'a UpdateSink) -> Self {
         Self {
             cfg,
             sink,
@@ -377,7 +380,7 @@ fn next(m: Option<zbus::Result<Message>>) -> Result<Message, SystemdError> {
 
 /// One round for `vibe-agent check`: connect, list, read every watched unit and its
 /// resources once. The whole round is bounded by three call timeouts.
-pub async fn read_once(cfg: &SystemdSettings) -> Vec<Update> {
+pub async fn read_once(cfg: &WatchSettings) -> Vec<Update> {
     let round = async {
         let sd = Systemd::connect(&cfg.bus, cfg.call_timeout).await?;
         let mut watched: BTreeSet<String> = cfg.names.iter().cloned().collect();
@@ -444,5 +447,28 @@ pub async fn read_once(cfg: &SystemdSettings) -> Vec<Update> {
             cfg.bus,
             cfg.call_timeout * 3
         )))],
+    }
+}
+
+/// Starts the source into `tasks` when there is something to watch. When a reload leaves
+/// nothing to watch, the units of the previous configuration are dropped.
+pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut tokio::task::JoinSet<()>) {
+    match WatchSettings::new(&settings.systemd, &settings.services) {
+        Some(cfg) => {
+            let sink = sink.clone();
+            tasks.spawn(async move { run(cfg, sink).await });
+        }
+        None => {
+            sink.send(Update::Systemd(UnitEvent::Watched(Default::default())));
+        }
+    }
+}
+
+/// One round for `vibe-agent check`: connect, list, read every watched unit once. Bounded
+/// by a few call timeouts; an unreachable bus is one error update, never a hang.
+pub async fn check_once(settings: &Settings) -> Vec<Update> {
+    match WatchSettings::new(&settings.systemd, &settings.services) {
+        Some(cfg) => read_once(&cfg).await,
+        None => Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::model::{Check, SourceHealth};
+use crate::common::{Check, SourceHealth};
 
 /// The five states of `vibe_unit_state` (node_exporter's `node_systemd_unit_state`).
 pub const EXPOSED_STATES: [&str; 5] =

@@ -1,10 +1,10 @@
-//! Metric families of the transcript totals (names per the DESIGN.md contract). Called by
+//! Metric families of the transcript totals (names per the contract in docs/design.md). Called by
 //! `exposition::families`; builds with its [`Family`] and measures nothing.
 
 use prometheus::proto::MetricFamily;
 
-use super::TranscriptTotals;
-use crate::exposition::Family;
+use super::state::TranscriptTotals;
+use crate::exposition::family::Family;
 
 /// Appends the transcript families to `out`.
 pub fn families(t: &TranscriptTotals, out: &mut Vec<MetricFamily>) {

@@ -8,7 +8,8 @@
 //! - [`tail`] is the adapter: it finds homes, watches them with notify (inotify) plus a
 //!   periodic reconcile scan, reads complete lines from per-file offsets, and persists
 //!   offsets, dedupe keys and totals together ([`persist`]).
-//! - [`expose`] renders the published [`TranscriptTotals`] as metric families.
+//! - [`state`] is what the model holds ([`TranscriptTotals`]); [`expose`] renders it as metric
+//!   families; [`settings`] is the `[claude]` section; [`error`] says what failed.
 //!
 //! Where the accounting lives: the tailer owns the [`ledger::Ledger`] and sends the model a
 //! totals snapshot ([`TranscriptTotals`], a few hundred numbers) after each batch of lines,
@@ -32,78 +33,18 @@
 //! Never copies content: labels are user names (home owners), model ids and tool names; no
 //! prompt, response, command or file content reaches a metric or a log line.
 
+pub mod error;
 pub mod expose;
 pub mod ledger;
 pub mod line;
 pub mod persist;
 pub mod prices;
+pub mod settings;
+pub mod state;
 pub mod tail;
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
-
+pub use error::TranscriptError;
 pub use ledger::{Block, ModelTotals};
+pub use settings::ClaudeSettings;
+pub use state::{TailStats, TranscriptTotals, UserTotals};
 pub use tail::{TailSettings, spawn};
-
-/// Source name in `vibe_agent_source_up`.
-pub const SOURCE: &str = "claude_transcripts";
-
-/// Errors of the transcript source.
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriptError {
-    #[error(
-        "cannot start watching Claude transcripts: {0}; check that inotify is available \
-         (fs.inotify.max_user_instances)"
-    )]
-    Watcher(#[source] notify::Error),
-    #[error(
-        "cannot use the state directory {path}: {source}; create it or set agent.state_dir \
-         to a writable directory"
-    )]
-    StateDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot save transcript state to {path}: {source}")]
-    Save {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// What the model holds: the totals per user, and how the tailer is doing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TranscriptTotals {
-    /// When these figures were computed (active sessions and blocks depend on it).
-    pub at: f64,
-    pub users: BTreeMap<String, UserTotals>,
-    pub tail: TailStats,
-}
-
-/// One user's figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct UserTotals {
-    pub models: BTreeMap<String, ModelTotals>,
-    pub tools: BTreeMap<String, u64>,
-    pub prompts: u64,
-    pub api_errors: u64,
-    pub sessions_total: u64,
-    pub active_sessions: u64,
-    pub last_activity: Option<f64>,
-    pub block: Option<Block>,
-}
-
-/// The tailer's own figures (since the agent started).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TailStats {
-    pub lines_read: u64,
-    pub lines_skipped: BTreeMap<&'static str, u64>,
-    pub bytes_read: u64,
-    pub files_watched: u64,
-    pub homes: u64,
-    /// Watch errors (e.g. the inotify watch limit); the reconcile scan covers for them.
-    pub watch_errors: u64,
-    /// Dedupe keys held in memory.
-    pub dedupe_keys: u64,
-}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::TranscriptError;
+use super::error::TranscriptError;
 use super::ledger::{FileId, LedgerState};
 
 /// The file name in the state directory.

@@ -32,15 +32,16 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tokio::task::JoinSet;
 
+use super::error::TranscriptError;
 use super::ledger::{FileId, Ledger};
 use super::line::{self, SkipReason};
+use super::persist::{self, FileRecord, SavedState};
 use super::prices::{PriceOverride, PriceTable};
-use super::persist::{self as state, FileRecord, SavedState};
-use super::{SOURCE, TailStats, TranscriptError, TranscriptTotals, UserTotals};
+use super::state::{TailStats, TranscriptTotals, UserTotals};
+use crate::common::{Source, unix_now};
 use crate::config::Settings;
 use crate::model::Update;
 use crate::sink::UpdateSink;
-use crate::unix_now;
 
 /// Bytes read from a file at a time.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -74,13 +75,13 @@ pub struct TailSettings {
 impl TailSettings {
     pub fn from_settings(s: &Settings) -> Self {
         Self {
-            homes: s.claude_homes.clone(),
+            homes: s.claude.homes.clone(),
             state_dir: s.state_dir.clone(),
-            max_line_bytes: s.claude_max_line_bytes,
-            reconcile_interval: s.claude_reconcile_interval,
-            save_interval: s.claude_save_interval,
-            active_window: s.claude_active_window,
-            prices: s.claude_prices.clone(),
+            max_line_bytes: s.claude.max_line_bytes,
+            reconcile_interval: s.claude.reconcile_interval,
+            save_interval: s.claude.save_interval,
+            active_window: s.claude.active_window,
+            prices: s.claude.prices.clone(),
         }
     }
 }
@@ -189,7 +190,7 @@ impl TranscriptTail {
                 .map_err(|e| lock_err(e.into()))?;
         }
         self._lock = Some(lock);
-        match state::load(&state::path_in(dir)) {
+        match persist::load(&persist::path_in(dir)) {
             Ok(Some(s)) => self.restore(s),
             Ok(None) => {}
             Err(e) => {
@@ -208,7 +209,7 @@ impl TranscriptTail {
     /// Saves offsets, keys and totals atomically.
     pub fn save(&mut self) -> Result<(), TranscriptError> {
         let s = self.saved_state();
-        state::save(&state::path_in(&self.settings.state_dir), &s)?;
+        persist::save(&persist::path_in(&self.settings.state_dir), &s)?;
         self.unsaved = false;
         Ok(())
     }
@@ -217,7 +218,7 @@ impl TranscriptTail {
     /// the middle of a file's read).
     fn saved_state(&self) -> SavedState {
         SavedState {
-            version: state::VERSION,
+            version: persist::VERSION,
             next_file_id: self.next_file_id,
             files: self.files.values().cloned().collect(),
             ledger: self.ledger.export(),
@@ -661,8 +662,10 @@ impl TranscriptTail {
     pub fn run(mut self, rx: Receiver<Msg>) {
         self.reconcile();
         self.publish();
-        let (writer, writer_thread) =
-            spawn_writer(state::path_in(&self.settings.state_dir), self.sink.clone());
+        let (writer, writer_thread) = spawn_writer(
+            persist::path_in(&self.settings.state_dir),
+            self.sink.clone(),
+        );
         self.save_in_background(&writer);
         let now = Instant::now();
         let mut next_reconcile = now + self.settings.reconcile_interval;
@@ -717,7 +720,7 @@ impl TranscriptTail {
                 next_reconcile = now + self.settings.reconcile_interval;
                 if let Some(sink) = &self.sink {
                     sink.send(Update::Source {
-                        source: SOURCE,
+                        source: Source::ClaudeTranscripts,
                         result: Ok(()),
                     });
                 }
@@ -761,7 +764,7 @@ fn report_save(sink: Option<&UpdateSink>, result: Result<(), String>) {
     }
     if let Some(sink) = sink {
         sink.send(Update::Source {
-            source: SOURCE,
+            source: Source::ClaudeTranscripts,
             result,
         });
     }
@@ -781,7 +784,7 @@ fn spawn_writer(
                 while let Ok(newer) = rx.try_recv() {
                     s = newer;
                 }
-                let result = state::save(&path, &s).map_err(|e| e.to_string());
+                let result = persist::save(&path, &s).map_err(|e| e.to_string());
                 report_save(sink.as_ref(), result);
             }
         })
@@ -867,7 +870,7 @@ pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
                 Err(e) => {
                     tracing::error!(error = %e, "transcript source not started");
                     sink.send(Update::Source {
-                        source: SOURCE,
+                        source: Source::ClaudeTranscripts,
                         result: Err(e.to_string()),
                     });
                 }

@@ -8,7 +8,7 @@ use rustix::process::Signal;
 
 use crate::support::agent_process::AgentProcess;
 use crate::support::fake_http::FakeHttp;
-use crate::support::logs::{lines_at, reload, start_on_free_port, with_log_level};
+use crate::support::logs::{lines_at, reload, start_on_free_port};
 use crate::support::{Config, MetricsClient, Service, WAIT, wait_until};
 
 const RELOAD_OK: &str = "vibe_agent_config_last_reload_successful";
@@ -88,9 +88,8 @@ async fn sighup_applies_a_changed_log_level() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let file = dir.path().join("agent.toml");
-    let base = Config::new().toml(&state);
-
-    let (mut agent, metrics) = start_on_free_port(&file, &with_log_level(&base, "warn")).await;
+    let (mut agent, metrics, written) =
+        start_on_free_port(&file, &Config::new().log_level("warn"), &state).await;
     // At warn: a reload logs nothing at info. Lines still in the pipe are checked at the
     // end, after a later line; these were all logged at warn.
     reload(&agent, &metrics).await;
@@ -103,12 +102,7 @@ async fn sighup_applies_a_changed_log_level() {
     );
 
     let rewrite = |level: &str| {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let text = text.replace(
-            text.lines().find(|l| l.starts_with("log_level =")).unwrap(),
-            &format!("log_level = \"{level}\""),
-        );
-        std::fs::write(&file, text).unwrap();
+        std::fs::write(&file, written.clone().log_level(level).toml(&state)).unwrap();
     };
 
     // warn → debug: the change and the reload are logged.
@@ -180,14 +174,13 @@ async fn sighup_with_rust_log_keeps_its_level_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let file = dir.path().join("agent.toml");
-    let base = Config::new().toml(&state);
-    std::fs::write(&file, with_log_level(&base, "warn")).unwrap();
+    std::fs::write(&file, Config::new().log_level("warn").toml(&state)).unwrap();
 
     let mut agent = AgentProcess::start_with(&file, |cmd| {
         cmd.env("RUST_LOG", "info");
     });
     agent.wait_for_log("vibe-agent started").await;
-    std::fs::write(&file, with_log_level(&base, "error")).unwrap();
+    std::fs::write(&file, Config::new().log_level("error").toml(&state)).unwrap();
     agent.signal(Signal::HUP);
     let wins = agent.wait_for_log("RUST_LOG is set and wins").await;
     assert!(

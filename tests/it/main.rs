@@ -13,6 +13,7 @@ mod filesystem;
 mod juicefs;
 mod juicefs_fuse;
 mod jupyterlab;
+mod layout;
 mod otlp;
 mod packaging;
 mod rules;

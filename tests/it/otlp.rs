@@ -288,25 +288,24 @@ struct OtlpAgent {
     posted: usize,
 }
 
-fn otlp_settings(state_dir: &Path, otlp_section: &str, extra: &str) -> Settings {
-    let text = Config::new()
-        .toml(state_dir)
-        .replace("otlp = \"\"", "otlp = \"127.0.0.1:0\"")
-        + extra
-        + "\n[otlp]\npersist_interval = \"200ms\"\n"
-        + otlp_section;
-    Settings::from_toml(&text, Path::new("otlp-test.toml"))
-        .unwrap_or_else(|e| panic!("test config does not load: {e}\n{text}"))
+/// The receiver on a free port, totals saved every 200 ms, and what `config` adds.
+fn otlp_settings(state_dir: &Path, config: impl FnOnce(Config) -> Config) -> Settings {
+    config(
+        Config::new()
+            .otlp_listen("127.0.0.1:0")
+            .set_str("otlp", "persist_interval", "200ms"),
+    )
+    .settings(state_dir)
 }
 
 impl OtlpAgent {
     async fn start(state_dir: &Path) -> Self {
-        Self::start_with(state_dir, "", "").await
+        Self::start_with(state_dir, |c| c).await
     }
 
-    /// `otlp_section`: lines for `[otlp]`; `extra`: whole sections (before `[otlp]`).
-    async fn start_with(state_dir: &Path, otlp_section: &str, extra: &str) -> Self {
-        let settings = otlp_settings(state_dir, otlp_section, extra);
+    /// `config` adds keys to the test config (see [`otlp_settings`]).
+    async fn start_with(state_dir: &Path, config: impl FnOnce(Config) -> Config) -> Self {
+        let settings = otlp_settings(state_dir, config);
         let listeners = Listeners::bind(&settings).await.expect("bind 127.0.0.1:0");
         let agent = daemon::start(settings, listeners).expect("agent starts");
         let addr = agent.otlp_addr.expect("the OTLP receiver listens");
@@ -399,7 +398,7 @@ fn series(m: &Exposition, family: &str) -> usize {
     m.samples().iter().filter(|s| s.name == family).count()
 }
 
-/// The Prometheus family of each Claude Code metric (DESIGN.md).
+/// The Prometheus family of each Claude Code metric (docs/design.md).
 const FAMILIES: &[(&str, &str)] = &[
     (
         "claude_code.session.count",
@@ -804,7 +803,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_refused_with_otlp_errors_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = OtlpAgent::start_with(dir.path(), "max_body_bytes = 65536\n", "").await;
+    let mut a =
+        OtlpAgent::start_with(dir.path(), |c| c.set("otlp", "max_body_bytes", "65536")).await;
     let json = "application/json";
     let proto = "application/x-protobuf";
     // Path, content type, content encoding, body, expected status, expected reason.
@@ -933,7 +933,7 @@ async fn bad_bodies_are_refused_with_otlp_errors_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sessions_keep_one_series_per_label_set() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = OtlpAgent::start_with(dir.path(), "max_streams = 2000\n", "").await;
+    let mut a = OtlpAgent::start_with(dir.path(), |c| c.set("otlp", "max_streams", "2000")).await;
     let mut want = 0.0;
     for batch in 0..100 {
         let points: Vec<String> = (0..100)
@@ -972,7 +972,8 @@ async fn ten_thousand_sessions_keep_one_series_per_label_set() {
 
     // The series cap: distinct allow-listed values beyond it are refused and counted.
     let dir = tempfile::tempdir().unwrap();
-    let mut a = OtlpAgent::start_with(dir.path(), "max_series_per_family = 5\n", "").await;
+    let mut a =
+        OtlpAgent::start_with(dir.path(), |c| c.set("otlp", "max_series_per_family", "5")).await;
     let points: Vec<String> = (0..20)
         .map(|i| format!(r#"{{"attributes":[{{"key":"model","value":{{"stringValue":"m{i}"}}}}],"timeUnixNano":"{i}","asDouble":1}}"#))
         .collect();
@@ -1022,13 +1023,10 @@ async fn a_canary_secret_never_reaches_metrics_or_logs() {
     let metrics_port = crate::support::free_port();
     let otlp_port = crate::support::free_port();
     let text = Config::new()
-        .toml(dir.path())
-        .replace(
-            "metrics = \"127.0.0.1:0\"",
-            &format!("metrics = \"127.0.0.1:{metrics_port}\""),
-        )
-        .replace("otlp = \"\"", &format!("otlp = \"127.0.0.1:{otlp_port}\""))
-        .replace("log_level = \"info\"", "log_level = \"debug\"");
+        .metrics_listen(&format!("127.0.0.1:{metrics_port}"))
+        .otlp_listen(&format!("127.0.0.1:{otlp_port}"))
+        .log_level("debug")
+        .toml(dir.path());
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, text).unwrap();
     let stderr_path = dir.path().join("agent.log");
@@ -1176,9 +1174,11 @@ async fn forwarding_survives_an_upstream_that_fails_stalls_and_recovers() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let extra =
-        format!("[claude.forward]\nlogs_url = \"http://{up_addr}/insert/opentelemetry/v1/logs\"\n");
-    let mut a = OtlpAgent::start_with(dir.path(), "", &extra).await;
+    let logs_url = format!("http://{up_addr}/insert/opentelemetry/v1/logs");
+    let mut a = OtlpAgent::start_with(dir.path(), |c| {
+        c.set_str("claude.forward", "logs_url", &logs_url)
+    })
+    .await;
     let logs: Vec<Captured> = scenario("json-delta")
         .concat()
         .into_iter()
@@ -1268,13 +1268,11 @@ async fn forwarding_overflow_drops_the_oldest_bodies_and_counts_exactly_those() 
     let cap = 3 * size + size / 2;
 
     let dir = tempfile::tempdir().unwrap();
-    let extra =
-        format!("[claude.forward]\nlogs_url = \"http://{up_addr}/insert/opentelemetry/v1/logs\"\n");
-    let mut a = OtlpAgent::start_with(
-        dir.path(),
-        &format!("forward_queue_bytes = {cap}\n"),
-        &extra,
-    )
+    let logs_url = format!("http://{up_addr}/insert/opentelemetry/v1/logs");
+    let mut a = OtlpAgent::start_with(dir.path(), |c| {
+        c.set("otlp", "forward_queue_bytes", cap.to_string())
+            .set_str("claude.forward", "logs_url", &logs_url)
+    })
     .await;
     let post = async |a: &mut OtlpAgent, body: &[u8]| {
         let started = std::time::Instant::now();
@@ -1440,7 +1438,7 @@ async fn a_bearer_token_refuses_requests_without_it() {
     const TOKEN: &str = "otlp-token-4b7d0e1a";
     let dir = tempfile::tempdir().unwrap();
     let mut a =
-        OtlpAgent::start_with(dir.path(), &format!("bearer_token = \"{TOKEN}\"\n"), "").await;
+        OtlpAgent::start_with(dir.path(), |c| c.set_str("otlp", "bearer_token", TOKEN)).await;
     assert_bearer_token_enforced(&mut a, TOKEN).await;
     a.shutdown().await;
 }
@@ -1452,8 +1450,10 @@ async fn a_bearer_token_file_is_read_without_its_trailing_newline() {
     let file = dir.path().join("otlp.token");
     // As `echo "$TOKEN" > file` writes it.
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let section = format!("bearer_token_file = \"{}\"\n", file.display());
-    let mut a = OtlpAgent::start_with(dir.path(), &section, "").await;
+    let mut a = OtlpAgent::start_with(dir.path(), |c| {
+        c.set_str("otlp", "bearer_token_file", &file.to_string_lossy())
+    })
+    .await;
     assert_bearer_token_enforced(&mut a, TOKEN).await;
     a.shutdown().await;
 
@@ -1480,7 +1480,7 @@ fn run_cli(endpoint: &str, home: &Path, protocol: &str, temporality: &str, extra
 }
 
 /// Tokens by type and the cost the CLI's own price formula gives, from the transcripts the
-/// CLI wrote under `home` (CLAUDE-CODE.md: one API response may span several lines with
+/// CLI wrote under `home` (docs/claude-code.md: one API response may span several lines with
 /// the same message id and request id: count it once; claude-sonnet-4-5 costs 3 / 15 USD
 /// per million input / output tokens, cache writes 1.25x and cache reads 0.1x input).
 fn transcript_usage(home: &Path) -> (f64, BTreeMap<&'static str, f64>) {

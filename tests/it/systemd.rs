@@ -15,7 +15,7 @@ use fake::{DbusDaemon, FakeSystemd, FakeUnit};
 use vibe_agent::config::Settings;
 use vibe_agent::daemon::{self, Agent, Listeners};
 
-use crate::support::{Exposition, MetricsClient, toml_str};
+use crate::support::{Config, Exposition, MetricsClient, Service};
 
 const UP: &str = r#"vibe_agent_source_up{source="systemd"}"#;
 const ERRORS: &str = r#"vibe_agent_source_errors_total{source="systemd"}"#;
@@ -30,25 +30,22 @@ fn of(family: &str, unit: &str) -> String {
 
 /// The agent's config for these tests: one service whose only check is its unit, the
 /// `juicefs-*.service` pattern and a unit that does not exist.
-fn config(bus: &str, resync: &str, call_timeout: &str, state_dir: &Path) -> String {
-    format!(
-        "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n\n\
-         [agent]\nstate_dir = {}\n\n\
-         [systemd]\nbus = {}\nunits = [\"juicefs-*.service\", \"missing.service\"]\n\
-         resync_interval = {}\npoll_interval = \"200ms\"\ncall_timeout = {}\n\n\
-         [host]\npaths = []\n\n[claude]\nhomes = []\n\n\
-         [[service]]\nname = \"jupyter\"\nunit = \"jupyter.service\"\n",
-        toml_str(&state_dir.to_string_lossy()),
-        toml_str(bus),
-        toml_str(resync),
-        toml_str(call_timeout),
-    )
+fn config(bus: &str, resync: &str, call_timeout: &str) -> Config {
+    Config::new()
+        .set_str("systemd", "bus", bus)
+        .set(
+            "systemd",
+            "units",
+            r#"["juicefs-*.service", "missing.service"]"#,
+        )
+        .set_str("systemd", "resync_interval", resync)
+        .set_str("systemd", "poll_interval", "200ms")
+        .set_str("systemd", "call_timeout", call_timeout)
+        .service(Service::unit_only("jupyter", "jupyter.service"))
 }
 
 fn settings(bus: &str, resync: &str, call_timeout: &str, state_dir: &Path) -> Settings {
-    let text = config(bus, resync, call_timeout, state_dir);
-    Settings::from_toml(&text, Path::new("systemd-test.toml"))
-        .unwrap_or_else(|e| panic!("test config does not load: {e}\n{text}"))
+    config(bus, resync, call_timeout).settings(state_dir)
 }
 
 /// The agent in this test's runtime, watching units on `bus`.
@@ -225,7 +222,7 @@ async fn a_call_that_never_answers_times_out_and_the_agent_keeps_serving() {
     })
     .await;
     let snapshot = a.agent.as_ref().unwrap().snapshots.borrow().clone();
-    let error = snapshot.sources["systemd"]
+    let error = snapshot.sources[&vibe_agent::common::Source::Systemd]
         .last_error
         .clone()
         .unwrap_or_default();

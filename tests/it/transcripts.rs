@@ -22,7 +22,7 @@ use vibe_agent::transcripts::tail::{TailSettings, TranscriptTail};
 
 use crate::support::agent_process::AgentProcess;
 use crate::support::claude_cli::{claude_bin, run_turn};
-use crate::support::{Config, Exposition, MetricsClient, WAIT, repo_root, toml_str};
+use crate::support::{Config, Exposition, MetricsClient, WAIT, repo_root};
 
 const CCUSAGE_INSTALL: &str = "npm install --prefix target/test-deps/ccusage ccusage@20.0.24";
 
@@ -231,15 +231,11 @@ fn token_totals_per_day_and_model_and_cost_equal_ccusage_and_the_ground_truth() 
 
 /// Settings for an agent that watches `homes` (globs), with its state in `state_dir`.
 fn settings(homes: &[String], state_dir: &Path, reconcile: &str) -> Settings {
-    let homes: Vec<String> = homes.iter().map(|h| toml_str(h)).collect();
-    let text = Config::new().toml(state_dir).replace(
-        "[claude]\nhomes = []\n",
-        &format!(
-            "[claude]\nhomes = [{}]\nreconcile_interval = \"{reconcile}\"\nsave_interval = \"100ms\"\n",
-            homes.join(", ")
-        ),
-    );
-    Settings::from_toml(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    Config::new()
+        .claude_homes(homes)
+        .set_str("claude", "reconcile_interval", reconcile)
+        .set_str("claude", "save_interval", "100ms")
+        .settings(state_dir)
 }
 
 async fn start(settings: Settings) -> (Agent, MetricsClient) {
@@ -492,13 +488,11 @@ async fn kill_9_during_saves_loses_nothing_and_counts_nothing_twice() {
     std::fs::create_dir_all(home.join("projects/p")).unwrap();
     let me = vibe_agent::transcripts::tail::owner_name(&home);
     let file = dir.path().join("agent.toml");
-    let text = Config::new().toml(&state).replace(
-        "[claude]\nhomes = []\n",
-        &format!(
-            "[claude]\nhomes = [{}]\nreconcile_interval = \"1h\"\nsave_interval = \"50ms\"\n",
-            toml_str(&home.to_string_lossy())
-        ),
-    );
+    let text = Config::new()
+        .claude_homes(&[home.to_string_lossy()])
+        .set_str("claude", "reconcile_interval", "1h")
+        .set_str("claude", "save_interval", "50ms")
+        .toml(&state);
     std::fs::write(&file, text).unwrap();
 
     let mut want = 0u64;
@@ -562,15 +556,11 @@ async fn transcript_content_never_reaches_metrics_or_logs() {
 
     let file = dir.path().join("agent.toml");
     let text = Config::new()
-        .toml(&state)
-        .replace("log_level = \"info\"", "log_level = \"debug\"")
-        .replace(
-            "[claude]\nhomes = []\n",
-            &format!(
-                "[claude]\nhomes = [{}]\nreconcile_interval = \"1h\"\nsave_interval = \"100ms\"\n",
-                toml_str(&home.to_string_lossy())
-            ),
-        );
+        .log_level("debug")
+        .claude_homes(&[home.to_string_lossy()])
+        .set_str("claude", "reconcile_interval", "1h")
+        .set_str("claude", "save_interval", "100ms")
+        .toml(&state);
     std::fs::write(&file, text).unwrap();
     let mut agent = AgentProcess::start(&file);
     let metrics = MetricsClient::new(agent.metrics_addr().await);
@@ -829,13 +819,11 @@ async fn an_inotify_queue_overflow_while_the_agent_is_stopped_is_recovered_by_a_
     append(&first, &response("a", "0", TEXT, 1));
     let me = vibe_agent::transcripts::tail::owner_name(&home);
     let file = dir.path().join("agent.toml");
-    let text = Config::new().toml(&state).replace(
-        "[claude]\nhomes = []\n",
-        &format!(
-            "[claude]\nhomes = [{}]\nreconcile_interval = \"1h\"\nsave_interval = \"1s\"\n",
-            toml_str(&home.to_string_lossy())
-        ),
-    );
+    let text = Config::new()
+        .claude_homes(&[home.to_string_lossy()])
+        .set_str("claude", "reconcile_interval", "1h")
+        .set_str("claude", "save_interval", "1s")
+        .toml(&state);
     std::fs::write(&file, text).unwrap();
     let mut agent = AgentProcess::start(&file);
     let metrics = MetricsClient::new(agent.metrics_addr().await);

@@ -1,7 +1,7 @@
-//! What the agent binary logs at a given level: config text with another `agent.log_level`,
-//! starting an [`AgentProcess`] whose level hides the "vibe-agent started" line (so the
-//! metrics address is a port picked here), reloading and waiting until the reload is
-//! applied, and the captured stderr split into lines by level.
+//! What the agent binary logs at a given level: starting an [`AgentProcess`] whose level
+//! hides the "vibe-agent started" line (so the metrics address is a port picked here),
+//! reloading and waiting until the reload is applied, and the captured stderr split into
+//! lines by level.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,35 +9,31 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use super::agent_process::AgentProcess;
-use super::{MetricsClient, WAIT, free_port, http_client};
+use super::{Config, MetricsClient, WAIT, free_port, http_client};
 
 /// When the last reload succeeded; it moves on every applied reload.
 pub const RELOAD_AT: &str = "vibe_agent_config_last_reload_success_timestamp_seconds";
 
-/// `text` (from [`super::Config::toml`]) with `agent.log_level = level`.
-pub fn with_log_level(text: &str, level: &str) -> String {
-    let line = "log_level = \"info\"\n";
-    assert_eq!(text.matches(line).count(), 1, "one {line:?} in:\n{text}");
-    text.replace(line, &format!("log_level = {}\n", super::toml_str(level)))
-}
-
-/// Writes `text` with `listen.metrics` on a free port of 127.0.0.1 and starts the agent
-/// on it; waits until `/metrics` answers. Another process can take the port between the
-/// pick and the bind: then the agent exits saying so, and another port is tried.
-pub async fn start_on_free_port(file: &Path, text: &str) -> (AgentProcess, MetricsClient) {
-    let line = "metrics = \"127.0.0.1:0\"\n";
-    assert_eq!(text.matches(line).count(), 1, "one {line:?} in:\n{text}");
+/// Writes `config` (state in `state_dir`) with `listen.metrics` on a free port of
+/// 127.0.0.1 to `file` and starts the agent on it; waits until `/metrics` answers, and
+/// returns the config as written. Another process can take the port between the pick and
+/// the bind: then the agent exits saying so, and another port is tried.
+pub async fn start_on_free_port(
+    file: &Path,
+    config: &Config,
+    state_dir: &Path,
+) -> (AgentProcess, MetricsClient, Config) {
     let client = http_client();
     for _ in 0..3 {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        std::fs::write(file, text.replace(line, &format!("metrics = \"{addr}\"\n")))
-            .expect("write the config");
+        let written = config.clone().metrics_listen(&addr.to_string());
+        std::fs::write(file, written.toml(state_dir)).expect("write the config");
         let mut agent = AgentProcess::start(file);
         let deadline = Instant::now() + WAIT;
         loop {
             let answer = client.get(format!("http://{addr}/metrics")).send().await;
             if answer.is_ok_and(|r| r.status() == 200) {
-                return (agent, MetricsClient::new(addr));
+                return (agent, MetricsClient::new(addr), written);
             }
             if let Some(status) = agent.wait_exit(Duration::ZERO) {
                 let said = agent.stderr();

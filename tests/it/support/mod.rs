@@ -189,6 +189,11 @@ impl Service {
         s
     }
 
+    /// Only a systemd unit to check.
+    pub fn unit_only(name: &str, unit: &str) -> Self {
+        Self::new(name, "http").with(&format!("unit = {}", toml_str(unit)))
+    }
+
     /// Only a port to check.
     pub fn port_only(name: &str, port: u16) -> Self {
         let mut s = Self::new(name, "http");
@@ -236,10 +241,14 @@ impl Service {
 
 /// An agent config for tests: metrics on 127.0.0.1:0, no OTLP receiver, no Claude homes,
 /// no extra systemd units, only the services and paths the test names, fast host sampling.
+/// Any other key is set with [`Config::set`] (a later value replaces an earlier one or a
+/// default), so every test builds its file the same way, never by editing text.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     services: Vec<Service>,
     host_paths: Vec<String>,
+    /// `(table, key, TOML value)`, in the order set.
+    keys: Vec<(String, String, String)>,
 }
 
 impl Config {
@@ -258,22 +267,96 @@ impl Config {
         self
     }
 
+    /// `key = value` in `[table]` (e.g. `"claude.forward"`); `value` is TOML, e.g.
+    /// `toml_str("x")`, `"[]"` or `"65536"`.
+    pub fn set(mut self, table: &str, key: &str, value: impl Into<String>) -> Self {
+        self.keys.push((table.into(), key.into(), value.into()));
+        self
+    }
+
+    /// `key = "value"` in `[table]`.
+    pub fn set_str(self, table: &str, key: &str, value: &str) -> Self {
+        self.set(table, key, toml_str(value))
+    }
+
+    /// `agent.log_level`.
+    pub fn log_level(self, level: &str) -> Self {
+        self.set_str("agent", "log_level", level)
+    }
+
+    /// `listen.metrics`.
+    pub fn metrics_listen(self, addr: &str) -> Self {
+        self.set_str("listen", "metrics", addr)
+    }
+
+    /// `listen.otlp` (the receiver is off by default).
+    pub fn otlp_listen(self, addr: &str) -> Self {
+        self.set_str("listen", "otlp", addr)
+    }
+
+    /// `claude.homes`.
+    pub fn claude_homes(self, homes: &[impl AsRef<str>]) -> Self {
+        let homes: Vec<String> = homes.iter().map(|h| toml_str(h.as_ref())).collect();
+        self.set("claude", "homes", format!("[{}]", homes.join(", ")))
+    }
+
     /// The TOML text; `state_dir` is the agent's state directory.
     pub fn toml(&self, state_dir: &Path) -> String {
         let paths: Vec<String> = self.host_paths.iter().map(|p| toml_str(p)).collect();
+        let mut tables: Vec<(String, Vec<(String, String)>)> = [
+            (
+                "listen",
+                vec![("metrics", toml_str("127.0.0.1:0")), ("otlp", toml_str(""))],
+            ),
+            (
+                "agent",
+                vec![
+                    ("state_dir", toml_str(&state_dir.to_string_lossy())),
+                    ("log_level", toml_str("info")),
+                ],
+            ),
+            ("systemd", vec![("units", "[]".to_string())]),
+            (
+                "host",
+                vec![
+                    ("paths", format!("[{}]", paths.join(", "))),
+                    ("interval", toml_str("300ms")),
+                    ("fs_timeout", toml_str("2s")),
+                ],
+            ),
+            ("claude", vec![("homes", "[]".to_string())]),
+        ]
+        .into_iter()
+        .map(|(t, keys)| {
+            let keys = keys.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            (t.to_string(), keys)
+        })
+        .collect();
+        for (table, key, value) in &self.keys {
+            let i = match tables.iter().position(|(t, _)| t == table) {
+                Some(i) => i,
+                None => {
+                    tables.push((table.clone(), Vec::new()));
+                    tables.len() - 1
+                }
+            };
+            let keys = &mut tables[i].1;
+            match keys.iter_mut().find(|(k, _)| k == key) {
+                Some(kv) => kv.1 = value.clone(),
+                None => keys.push((key.clone(), value.clone())),
+            }
+        }
         let mut t = String::new();
         if self.services.is_empty() {
             t.push_str("service = []\n");
         }
-        t.push_str(&format!(
-            "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n\n\
-             [agent]\nstate_dir = {}\nlog_level = \"info\"\n\n\
-             [systemd]\nunits = []\n\n\
-             [host]\npaths = [{}]\ninterval = \"300ms\"\nfs_timeout = \"2s\"\n\n\
-             [claude]\nhomes = []\n\n",
-            toml_str(&state_dir.to_string_lossy()),
-            paths.join(", "),
-        ));
+        for (table, keys) in &tables {
+            t.push_str(&format!("[{table}]\n"));
+            for (k, v) in keys {
+                t.push_str(&format!("{k} = {v}\n"));
+            }
+            t.push('\n');
+        }
         for s in &self.services {
             t.push_str(&s.toml());
             t.push('\n');

@@ -13,14 +13,13 @@ use std::time::Duration;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::task::JoinSet;
 
+use super::state::{FsResult, FsSample, HostSample, ProcSample, ProcessSample, usage_of};
+use crate::common::{Source, unix_now};
 use crate::config::Settings;
-use crate::model::{FsResult, FsSample, FsUsage, HostSample, ProcSample, ProcessSample, Update};
+use crate::juicefs::settings::JuicefsSettings;
+use crate::model::Update;
 use crate::sink::UpdateSink;
-use crate::unix_now;
 use crate::worker::{BlockingWorker, WorkerError};
-
-/// Source name of host sampling in `vibe_agent_source_up`.
-pub const HOST_SOURCE: &str = "host";
 
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
@@ -51,18 +50,6 @@ pub fn cgroup_root_of(pid1_cgroup: &str, unified: bool) -> PathBuf {
     mount.join(rel.trim_start_matches('/'))
 }
 
-/// Turns statvfs output into the model's figures.
-pub fn usage_of(st: &rustix::fs::StatVfs) -> FsUsage {
-    let frsize = st.f_frsize as f64;
-    FsUsage {
-        size_bytes: st.f_blocks as f64 * frsize,
-        avail_bytes: st.f_bavail as f64 * frsize,
-        free_bytes: st.f_bfree as f64 * frsize,
-        files: st.f_files as f64,
-        files_free: st.f_ffree as f64,
-    }
-}
-
 fn statvfs(path: &Path) -> FsResult {
     match rustix::fs::statvfs(path) {
         Ok(st) => FsResult::Ok(usage_of(&st)),
@@ -86,7 +73,7 @@ pub struct HostSampler {
     /// Parent of `system.slice`: see [`cgroup_root_of`].
     cgroup_root: PathBuf,
     /// Paths the JuiceFS source samples itself: see [`left_to_juicefs`].
-    juicefs: crate::juicefs::settings::JuicefsSettings,
+    juicefs: JuicefsSettings,
 }
 
 /// The configured paths that are JuiceFS mount points: the JuiceFS source statvfs-es them on
@@ -95,7 +82,7 @@ pub struct HostSampler {
 /// text in, paths out.
 pub fn left_to_juicefs(
     paths: &[PathBuf],
-    juicefs: &crate::juicefs::settings::JuicefsSettings,
+    juicefs: &JuicefsSettings,
     mountinfo: &str,
 ) -> Vec<PathBuf> {
     use crate::juicefs::mountinfo::{juicefs_mounts, parse_mountinfo};
@@ -119,7 +106,7 @@ impl HostSampler {
         let mut sys = System::new()?;
         sys.refresh_cpu_usage();
         let mut workers = BTreeMap::new();
-        for path in &settings.host_paths {
+        for path in &settings.host.paths {
             workers.insert(path.clone(), BlockingWorker::new("vibe-statvfs")?);
         }
         let units = settings
@@ -134,7 +121,7 @@ impl HostSampler {
         Ok(Self {
             sys,
             workers,
-            fs_timeout: settings.fs_timeout,
+            fs_timeout: settings.host.fs_timeout,
             units,
             cgroup_root,
             juicefs: settings.juicefs.clone(),
@@ -228,7 +215,7 @@ impl HostSampler {
             Err(e) => errors.push(format!("/proc/self: {e}")),
         }
         out.push(Update::Source {
-            source: HOST_SOURCE,
+            source: Source::Host,
             result: if errors.is_empty() {
                 Ok(())
             } else {
@@ -270,7 +257,7 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let mut sampler = HostSampler::new(settings)?;
-    let interval = settings.host_interval;
+    let interval = settings.host.interval;
     let sink = sink.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -365,7 +352,10 @@ mod tests {
     #[tokio::test]
     async fn round_reports_missing_paths_without_failing() {
         let settings = Settings {
-            host_paths: vec!["/".into(), "/nonexistent/vibe".into()],
+            host: crate::host::settings::HostSettings {
+                paths: vec!["/".into(), "/nonexistent/vibe".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let mut s = HostSampler::new(&settings).unwrap();
