@@ -8,11 +8,18 @@
 //! Requests (a watchdog ping, a save, a reload's clean-up) must not be dropped, and must not
 //! queue behind a flood of data: [`UpdateSink::request`] waits for room on their own small
 //! channel. The model answers a request after folding in every update queued before it.
+//!
+//! [`spawn_periodic`] is the one loop of the sources that sample on an interval (the probes,
+//! the host, JuiceFS): sample at once, then every interval, a slow round delaying only its
+//! own source.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::model::{Request, Update};
 
@@ -85,4 +92,30 @@ impl UpdateSink {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// A source that samples in rounds: each round returns the updates it found.
+pub trait Sample: Send + 'static {
+    fn sample(&mut self) -> impl Future<Output = Vec<Update>> + Send;
+}
+
+/// Starts `source` into `tasks`: one round at once, then one every `interval` (a round that
+/// overruns delays the next, it never piles up), each round's updates sent to `sink`.
+pub fn spawn_periodic<S: Sample>(
+    tasks: &mut JoinSet<()>,
+    interval: Duration,
+    sink: &UpdateSink,
+    mut source: S,
+) {
+    let sink = sink.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for update in source.sample().await {
+                sink.send(update);
+            }
+        }
+    });
 }

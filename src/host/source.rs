@@ -7,6 +7,7 @@
 //! [`HostSampler::sample_round`] is shared with `vibe-agent check`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::common::{Source, unix_now};
 use crate::config::Settings;
 use crate::juicefs::settings::JuicefsSettings;
 use crate::model::Update;
-use crate::sink::UpdateSink;
+use crate::sink::{Sample, UpdateSink, spawn_periodic};
 use crate::worker::{BlockingWorker, WorkerError};
 
 /// Where the cgroup hierarchies are mounted.
@@ -250,25 +251,20 @@ pub fn self_process() -> procfs::ProcResult<ProcessSample> {
     })
 }
 
+impl Sample for HostSampler {
+    fn sample(&mut self) -> impl Future<Output = Vec<Update>> + Send {
+        self.sample_round()
+    }
+}
+
 /// Starts the host sampling loop into `tasks`.
 pub fn spawn(
     settings: &Settings,
     sink: &UpdateSink,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let mut sampler = HostSampler::new(settings)?;
-    let interval = settings.host.interval;
-    let sink = sink.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            for update in sampler.sample_round().await {
-                sink.send(update);
-            }
-        }
-    });
+    let sampler = HostSampler::new(settings)?;
+    spawn_periodic(tasks, settings.host.interval, sink, sampler);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! nothing here touches a mount from an async task.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::common::{Source, unix_now};
 use crate::config::Settings;
 use crate::host::state::{FsUsage, usage_of};
 use crate::model::Update;
-use crate::sink::UpdateSink;
+use crate::sink::{Sample, UpdateSink, spawn_periodic};
 use crate::worker::BlockingWorker;
 
 /// The internal file of a JuiceFS mount with the client's figures.
@@ -316,19 +317,14 @@ pub async fn check_once(settings: &Settings) -> Vec<Update> {
     JuicefsSampler::new(&settings.juicefs).sample_round().await
 }
 
+impl Sample for JuicefsSampler {
+    fn sample(&mut self) -> impl Future<Output = Vec<Update>> + Send {
+        self.sample_round()
+    }
+}
+
 /// Starts the JuiceFS sampling loop into `tasks`.
 pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
-    let mut sampler = JuicefsSampler::new(&settings.juicefs);
-    let interval = settings.juicefs.interval;
-    let sink = sink.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            for update in sampler.sample_round().await {
-                sink.send(update);
-            }
-        }
-    });
+    let sampler = JuicefsSampler::new(&settings.juicefs);
+    spawn_periodic(tasks, settings.juicefs.interval, sink, sampler);
 }

@@ -6,6 +6,7 @@
 //! `vibe-agent check`.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use super::{http, port};
 use crate::common::{Source, unix_now};
 use crate::config::Settings;
 use crate::model::Update;
-use crate::sink::UpdateSink;
+use crate::sink::{Sample, UpdateSink, spawn_periodic};
 
 /// How long one read of the socket table serves every service's port probe: services
 /// probed in the same second share one read. The read is a sock_diag dump of LISTEN
@@ -89,25 +90,30 @@ pub async fn probe_once(
     out
 }
 
+/// One service's probes, as one periodic source.
+struct ServiceProbe {
+    client: reqwest::Client,
+    table: Arc<ListenTable>,
+    svc: ServiceSettings,
+}
+
+impl Sample for ServiceProbe {
+    fn sample(&mut self) -> impl Future<Output = Vec<Update>> + Send {
+        probe_once(&self.client, &self.table, &self.svc)
+    }
+}
+
 /// Starts one probe loop per service into `tasks`. Each loop probes at once, then every
 /// interval; a slow probe delays only its own service.
 pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
     let client = http::client();
     let table = Arc::new(ListenTable::default());
     for svc in &settings.services {
-        let table = table.clone();
-        let svc = Arc::new(svc.clone());
-        let client = client.clone();
-        let sink = sink.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(svc.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                for update in probe_once(&client, &table, &svc).await {
-                    sink.send(update);
-                }
-            }
-        });
+        let probe = ServiceProbe {
+            client: client.clone(),
+            table: table.clone(),
+            svc: svc.clone(),
+        };
+        spawn_periodic(tasks, svc.interval, sink, probe);
     }
 }
