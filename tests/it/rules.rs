@@ -25,13 +25,12 @@ use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde::Deserialize;
 use serde_json::Value;
-use vibe_agent::config::Settings;
 use vibe_agent::daemon::{self, Agent, Listeners};
 
 use crate::support::fake_http::{FakeHttp, Reply};
 use crate::support::{
-    Exposition, MetricsClient, WAIT, assert_promtool_accepts, end_child, fixture, free_port,
-    http_client, repo_root, toml_str, wait_until,
+    Config, Exposition, MetricsClient, Service, WAIT, assert_promtool_accepts, end_child, fixture,
+    free_port, http_client, repo_root, toml_str, wait_until,
 };
 use crate::systemd::fake::{DbusDaemon, FakeSystemd, FakeUnit};
 
@@ -369,39 +368,46 @@ impl FullBox {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
                 .to_vec(),
         ));
-        let upstream_url = |path: &str| toml_str(&format!("http://{}{path}", upstream.addr));
+        let upstream_url = |path: &str| format!("http://{}{path}", upstream.addr);
+        let unit = |name: &str| format!("unit = {}", toml_str(name));
 
-        let text = format!(
-            "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"127.0.0.1:0\"\n\n\
-             [agent]\nstate_dir = {state}\n\n\
-             [systemd]\nbus = {bus}\nunits = [\"juicefs-*.service\"]\n\
-             resync_interval = \"1s\"\npoll_interval = \"200ms\"\ncall_timeout = \"2s\"\n\n\
-             [host]\npaths = [{data}]\ninterval = \"300ms\"\nfs_timeout = \"2s\"\n\n\
-             [juicefs]\nmountinfo = {mountinfo}\ninterval = \"1s\"\ntimeout = \"1s\"\n\
-             metrics_url = \"http://127.0.0.1:9/metrics\"\n\n\
-             [otlp]\nmax_series_per_family = 3\n\n\
-             [claude]\nhomes = [{home}]\nreconcile_interval = \"1s\"\nsave_interval = \"200ms\"\n\n\
-             [claude.forward]\nmetrics_url = {fwd_metrics}\nlogs_url = {fwd_logs}\n\n\
-             [[service]]\nname = \"code-server\"\nkind = \"code-server\"\n\
-             unit = \"code-server.service\"\nport = {cs_port}\n\
-             health_url = {cs_url}\ninterval = \"3s\"\ntimeout = \"3s\"\n\n\
-             [[service]]\nname = \"jupyter\"\nkind = \"jupyter\"\nunit = \"jupyter.service\"\n\
-             port = {j_port}\nhealth_url = {j_url}\ntoken = \"sekrit\"\n\
-             interval = \"3s\"\ntimeout = \"3s\"\n",
-            state = toml_str(&state.to_string_lossy()),
-            bus = toml_str(&bus.address),
-            data = toml_str(&data.to_string_lossy()),
-            mountinfo = toml_str(&mountinfo.to_string_lossy()),
-            home = toml_str(&home.to_string_lossy()),
-            fwd_metrics = upstream_url("/opentelemetry/v1/metrics"),
-            fwd_logs = upstream_url("/insert/opentelemetry/v1/logs"),
-            cs_port = code_server.port(),
-            cs_url = toml_str(&format!("http://{}/healthz", code_server.addr)),
-            j_port = jupyter.port(),
-            j_url = toml_str(&format!("http://{}/jupyter/api", jupyter.addr)),
-        );
-        let settings = Settings::from_toml(&text, Path::new("rules-test.toml"))
-            .unwrap_or_else(|e| panic!("test config does not load: {e}\n{text}"));
+        let settings = Config::new()
+            .otlp_listen("127.0.0.1:0")
+            .set_str("systemd", "bus", &bus.address)
+            .set("systemd", "units", r#"["juicefs-*.service"]"#)
+            .set_str("systemd", "resync_interval", "1s")
+            .set_str("systemd", "poll_interval", "200ms")
+            .set_str("systemd", "call_timeout", "2s")
+            .host_path(&data)
+            .set_str("juicefs", "mountinfo", &mountinfo.to_string_lossy())
+            .set_str("juicefs", "interval", "1s")
+            .set_str("juicefs", "timeout", "1s")
+            .set_str("juicefs", "metrics_url", "http://127.0.0.1:9/metrics")
+            .set("otlp", "max_series_per_family", "3")
+            .claude_homes(&[home.to_string_lossy()])
+            .set_str("claude", "reconcile_interval", "1s")
+            .set_str("claude", "save_interval", "200ms")
+            .set_str(
+                "claude.forward",
+                "metrics_url",
+                &upstream_url("/opentelemetry/v1/metrics"),
+            )
+            .set_str(
+                "claude.forward",
+                "logs_url",
+                &upstream_url("/insert/opentelemetry/v1/logs"),
+            )
+            .service(
+                Service::code_server("code-server", code_server.port())
+                    .every("3s", "3s")
+                    .with(&unit("code-server.service")),
+            )
+            .service(
+                Service::jupyter("jupyter", jupyter.port(), "sekrit")
+                    .every("3s", "3s")
+                    .with(&unit("jupyter.service")),
+            )
+            .settings(&state);
         let listeners = Listeners::bind(&settings).await.expect("bind 127.0.0.1:0");
         let agent = daemon::start(settings, listeners).expect("agent starts");
         let otlp = agent.otlp_addr.expect("OTLP receiver on");

@@ -10,16 +10,14 @@
 //! polling with a deadline; the observed latency, from just before `systemctl` runs to the
 //! scrape that shows it, is printed (the 1 s target is a benchmark figure, not asserted).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vibe_agent::config::Settings;
 use vibe_agent::daemon::{self, Listeners};
 
 use super::{of, state};
 use crate::support::jupyterlab::sandbox_jupyter;
 use crate::support::sandbox::Sandbox;
-use crate::support::{Exposition, MetricsClient, WAIT, free_port, toml_str};
+use crate::support::{Config, Exposition, MetricsClient, Service, WAIT, free_port, toml_str};
 
 /// How long one change may take to show in `/metrics` before the test fails. The target is
 /// 1 s; the deadline is loose because CI machines are noisy.
@@ -121,23 +119,14 @@ async fn real_systemd_units_stop_start_restart_fail_and_appear_in_metrics() {
     ]);
 
     let state_dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n\n\
-         [agent]\nstate_dir = {}\n\n\
-         [systemd]\nbus = {}\nunits = [\"juicefs-*.service\"]\npoll_interval = \"500ms\"\n\n\
-         [host]\npaths = []\n\n[claude]\nhomes = []\n\n\
-         [[service]]\nname = \"jupyter\"\nkind = \"jupyter\"\nunit = \"jupyter.service\"\n\
-         port = {jupyter_port}\nhealth_url = \"http://127.0.0.1:{jupyter_port}/jupyter/api\"\n\
-         token = {}\ninterval = \"500ms\"\ntimeout = \"500ms\"\n\n\
-         [[service]]\nname = \"code-server\"\nkind = \"http\"\nunit = \"code-server.service\"\n\
-         port = {web_port}\nhealth_url = \"http://127.0.0.1:{web_port}/\"\n\
-         interval = \"500ms\"\ntimeout = \"500ms\"\n",
-        toml_str(&state_dir.path().to_string_lossy()),
-        toml_str(&sb.bus_address()),
-        toml_str(token),
-    );
-    let settings = Settings::from_toml(&text, Path::new("sandbox.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let unit = |name: &str| format!("unit = {}", toml_str(name));
+    let settings = Config::new()
+        .set_str("systemd", "bus", &sb.bus_address())
+        .set("systemd", "units", r#"["juicefs-*.service"]"#)
+        .set_str("systemd", "poll_interval", "500ms")
+        .service(Service::jupyter("jupyter", jupyter_port, token).with(&unit("jupyter.service")))
+        .service(Service::http("code-server", web_port, "/").with(&unit("code-server.service")))
+        .settings(state_dir.path());
     let listeners = Listeners::bind(&settings).await.unwrap();
     let agent = daemon::start(settings, listeners).unwrap();
     let m = MetricsClient::new(agent.metrics_addr);
