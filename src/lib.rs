@@ -11,7 +11,7 @@
 //! | [`probe`], [`host`], [`systemd`], [`juicefs`], [`otlp`], [`transcripts`] | one source each |
 //! | [`model`] | the hub: the [`model::Snapshot`] (one section per source), [`model::Update`], [`model::Model::apply`] |
 //! | [`daemon`] | wiring: starts the sources and the model task, reload, shutdown |
-//! | [`sink`] | the sources' side of the model's bounded data queue |
+//! | [`sink`] | the sources' side of the model task: the bounded data queue, the request channel beside it, and [`sink::spawn_periodic`], the loop of every source that samples on an interval |
 //! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`] |
 //! | [`server`] | the metrics listener: `/metrics`, the landing page, health and readiness |
 //! | [`config`] | the file: `[listen]` and `[agent]`, the other sections through each source's `settings`; [`config::error`] |
@@ -21,7 +21,8 @@
 //! Every source is a folder of the same shape:
 //!
 //! - `source` (or the I/O modules the folder names: `receiver`, `tail`, `bus`): samples or
-//!   receives, and sends [`model::Update`]s through a [`sink::UpdateSink`];
+//!   receives, and sends [`model::Update`]s through a [`sink::UpdateSink`] (a source that
+//!   samples on an interval implements [`sink::Sample`] and runs on [`sink::spawn_periodic`]);
 //! - `state`: pure; its section of the snapshot and how its updates apply (no I/O, no clock,
 //!   no prometheus);
 //! - `expose`: its metric families, built from its own section only;
