@@ -12,7 +12,7 @@
 //! | [`model`] | the hub: the [`model::Snapshot`] (one section per source), [`model::Update`], [`model::Model::apply`] |
 //! | [`daemon`] | wiring: starts the sources and the model task, reload, shutdown |
 //! | [`sink`] | the sources' side of the model task: the bounded data queue, the request channel beside it, and [`sink::spawn_periodic`], the loop of every source that samples on an interval |
-//! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`] |
+//! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`](mod@exposition::render) |
 //! | [`server`] | the metrics listener: `/metrics`, the landing page, health and readiness |
 //! | [`config`] | the file: `[listen]` and `[agent]`, the other sections through each source's `settings`; [`config::error`] |
 //! | [`cli`], [`check`], [`manpage`], [`logging`] | the command line, `vibe-agent check`, the manual pages, logs |
@@ -32,7 +32,7 @@
 //! A new source is its own folder, plus one line each in the hub ([`model`]: its section and
 //! its `Update` variant), the daemon ([`daemon`]: its `spawn`) and the config
 //! ([`config::settings`]: its section); its families join `/metrics` with one line in
-//! [`exposition::render`].
+//! [`exposition::render`](mod@exposition::render).
 //!
 //! # Import rules
 //!

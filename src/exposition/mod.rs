@@ -1,5 +1,5 @@
 //! Exposition: the only room that knows the prometheus crate. [`family`] is the builder
-//! every source's `expose` uses (a leaf); [`render`] joins the sources' families from a
+//! every source's `expose` uses (a leaf); [`render`](mod@render) joins the sources' families from a
 //! snapshot into `/metrics`.
 
 pub mod family;
