@@ -297,10 +297,14 @@ fn spawn_watchdog(sink: UpdateSink) -> Option<tokio::task::JoinHandle<()>> {
         loop {
             tick.tick().await;
             let (tx, rx) = oneshot::channel();
-            sink.request(Request::Ping(tx)).await;
-            if tokio::time::timeout(period, rx)
+            // Asking is bounded too: a wedged model leaves its request channel full.
+            let answered = async {
+                sink.request(Request::Ping(tx)).await;
+                rx.await.is_ok()
+            };
+            if tokio::time::timeout(period, answered)
                 .await
-                .is_ok_and(|r| r.is_ok())
+                .unwrap_or(false)
             {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             } else {
