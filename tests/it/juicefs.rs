@@ -100,11 +100,11 @@ impl Drop for AgentChild {
     }
 }
 
-/// Writes an agent config: no services, no host paths, the given `[juicefs]` lines.
-fn write_config(dir: &Path, juicefs: &str) -> PathBuf {
+/// Writes an agent config (`config`: no services and no host paths unless it adds them).
+fn write_config(dir: &Path, config: &Config) -> PathBuf {
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("state dir");
-    let text = format!("{}\n[juicefs]\n{juicefs}", Config::new().toml(&state));
+    let text = config.toml(&state);
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -122,14 +122,18 @@ async fn hung_mount_is_stuck_but_blocks_nothing_and_recovers() {
     let m = mount.path().to_path_buf();
     let dir = tempfile::tempdir().expect("temp dir");
     // The endpoint is closed: every figure here must come from `.stats`.
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "interval = \"100ms\"\ntimeout = \"100ms\"\nmetrics_url = \"http://127.0.0.1:{}/metrics\"\n{}",
-            free_port(),
-            mount.agent_toml()
-        ),
-    );
+    let mut config = Config::new()
+        .set_str("juicefs", "interval", "100ms")
+        .set_str("juicefs", "timeout", "100ms")
+        .set_str(
+            "juicefs",
+            "metrics_url",
+            &format!("http://127.0.0.1:{}/metrics", free_port()),
+        );
+    if let Some(table) = mount.mountinfo() {
+        config = config.set_str("juicefs", "mountinfo", &table.to_string_lossy());
+    }
+    let config = write_config(dir.path(), &config);
     let agent = AgentChild::start(&config).await;
     let scrape = &agent.metrics;
 

@@ -308,15 +308,12 @@ impl HangableMount {
         matches!(self.backing, Backing::Fuse(_))
     }
 
-    /// The `[juicefs]` keys the agent needs to find this mount: nothing for a real mount
+    /// The mount table the agent must read to find this mount: none for a real mount
     /// (discovery reads the kernel's table), the fake table for the fallback.
-    pub fn agent_toml(&self) -> String {
+    pub fn mountinfo(&self) -> Option<PathBuf> {
         match self.backing {
-            Backing::Fuse(_) => String::new(),
-            Backing::Fifo => format!(
-                "mountinfo = {}\n",
-                toml::Value::String(self.dir.path().join("mountinfo").display().to_string())
-            ),
+            Backing::Fuse(_) => None,
+            Backing::Fifo => Some(self.dir.path().join("mountinfo")),
         }
     }
 
