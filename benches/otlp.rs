@@ -177,6 +177,7 @@ fn in_process(name: &str, body: &[u8]) {
         }
         state.apply(TelemetryUpdate::Receipt(Box::new(Receipt {
             at: iters as f64,
+            protocol: vibe_agent::otlp::Protocol::Http,
             path: "/v1/metrics",
             status: 200,
             signal: Some(Signal::Metrics),

@@ -197,7 +197,7 @@ fn start_agent(dir: &Path) -> Peer {
     std::fs::write(
         &config,
         format!(
-            "[listen]\nmetrics = \"127.0.0.1:{port}\"\notlp = \"127.0.0.1:{otlp_port}\"\n\n\
+            "[listen]\nmetrics = \"127.0.0.1:{port}\"\notlp = \"127.0.0.1:{otlp_port}\"\notlp_grpc = \"\"\n\n\
              [agent]\nstate_dir = \"{}\"\n",
             dir.join("state").display()
         ),

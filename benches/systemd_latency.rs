@@ -70,7 +70,7 @@ fn summary(name: &str, mut v: Vec<Duration>) {
 
 fn agent_config(bus: &str, units: &str, state_dir: &Path, metrics: &str) -> String {
     format!(
-        "service = []\n[listen]\nmetrics = \"{metrics}\"\notlp = \"\"\n\n\
+        "service = []\n[listen]\nmetrics = \"{metrics}\"\notlp = \"\"\notlp_grpc = \"\"\n\n\
          [agent]\nstate_dir = \"{}\"\nlog_level = \"warn\"\n\n\
          [systemd]\nbus = \"{bus}\"\nunits = {units}\n\n\
          [host]\npaths = []\n\n[claude]\nhomes = []\n",

@@ -195,7 +195,7 @@ fn append_latency(home: &Path) -> (f64, f64, f64) {
     rt.block_on(async {
         let state = tempfile::tempdir().unwrap();
         let text = format!(
-            "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n[agent]\nstate_dir = {:?}\n\
+            "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\n[agent]\nstate_dir = {:?}\n\
              [systemd]\nunits = []\n[host]\npaths = []\ninterval = \"1h\"\n\
              [claude]\nhomes = [{:?}]\nreconcile_interval = \"1h\"\nsave_interval = \"10s\"\n",
             state.path(),

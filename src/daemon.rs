@@ -29,6 +29,8 @@ pub struct Listeners {
     pub metrics: tokio::net::TcpListener,
     /// The OTLP/HTTP receiver's listener (`listen.otlp`), when enabled.
     pub otlp: Option<tokio::net::TcpListener>,
+    /// The OTLP/gRPC receiver's listener (`listen.otlp_grpc`), when enabled.
+    pub otlp_grpc: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -52,7 +54,21 @@ impl Listeners {
                 )
             })?),
         };
-        Ok(Self { metrics, otlp })
+        let otlp_grpc = match settings.otlp_grpc_addr {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr} (listen.otlp_grpc): {e}; is another OTLP \
+                     receiver (an OpenTelemetry Collector?) running, or set listen.otlp_grpc \
+                     to a free address (\"\" turns it off)"
+                )
+            })?),
+        };
+        Ok(Self {
+            metrics,
+            otlp,
+            otlp_grpc,
+        })
     }
 }
 
@@ -69,6 +85,8 @@ pub struct Agent {
     pub metrics_addr: std::net::SocketAddr,
     /// Where the OTLP receiver is bound, when enabled.
     pub otlp_addr: Option<std::net::SocketAddr>,
+    /// Where the OTLP/gRPC receiver is bound, when enabled.
+    pub otlp_grpc_addr: Option<std::net::SocketAddr>,
     control: mpsc::Sender<Control>,
     shutdown: Option<oneshot::Sender<()>>,
     main: tokio::task::JoinHandle<()>,
@@ -157,8 +175,9 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
 
     let mut sources = JoinSet::new();
     spawn_sources(&settings, &sink, &mut sources)?;
-    let telemetry = crate::otlp::start(&settings, listeners.otlp, &sink);
+    let telemetry = crate::otlp::start(&settings, listeners.otlp, listeners.otlp_grpc, &sink);
     let otlp_addr = telemetry.addr;
+    let otlp_grpc_addr = telemetry.grpc_addr;
 
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
     let watchdog = spawn_watchdog(sink.clone());
@@ -224,6 +243,7 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
         snapshots: snap_rx,
         metrics_addr,
         otlp_addr,
+        otlp_grpc_addr,
         control: control_tx,
         shutdown: Some(shutdown_tx),
         main,

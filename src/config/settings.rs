@@ -59,6 +59,8 @@ pub struct FileListen {
     pub metrics: Option<String>,
     /// OTLP/HTTP receiver, e.g. "127.0.0.1:4318"; "" turns it off.
     pub otlp: Option<String>,
+    /// OTLP/gRPC receiver, e.g. "127.0.0.1:4317"; "" turns it off.
+    pub otlp_grpc: Option<String>,
 }
 
 /// Serde mirror of `[agent]`.
@@ -80,6 +82,8 @@ pub struct FileAgent {
 pub struct Settings {
     pub metrics_addr: SocketAddr,
     pub otlp_addr: Option<SocketAddr>,
+    /// `listen.otlp_grpc`; `None` when turned off.
+    pub otlp_grpc_addr: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub services: Vec<ServiceSettings>,
@@ -229,6 +233,10 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         "" => None,
         s => Some(parse_addr(path, "listen.otlp", s)?),
     };
+    let otlp_grpc_addr = match listen.otlp_grpc.as_deref().unwrap_or("127.0.0.1:4317") {
+        "" => None,
+        s => Some(parse_addr(path, "listen.otlp_grpc", s)?),
+    };
 
     let agent = file.agent.unwrap_or_default();
     let state_dir = agent
@@ -251,6 +259,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
     Ok(Settings {
         metrics_addr,
         otlp_addr,
+        otlp_grpc_addr,
         state_dir,
         log_level,
         services,
@@ -279,6 +288,7 @@ mod tests {
         let s = parse("").unwrap();
         assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:9820");
         assert_eq!(s.otlp_addr.unwrap().to_string(), "127.0.0.1:4318");
+        assert_eq!(s.otlp_grpc_addr.unwrap().to_string(), "127.0.0.1:4317");
         assert_eq!(s.services.len(), 2);
         let cs = s.service("code-server").unwrap();
         assert_eq!(cs.kind, ServiceKind::CodeServer);
@@ -311,6 +321,17 @@ mod tests {
     fn otlp_empty_string_turns_receiver_off() {
         let s = parse("[listen]\notlp = \"\"\n").unwrap();
         assert_eq!(s.otlp_addr, None);
+        assert!(
+            s.otlp_grpc_addr.is_some(),
+            "the gRPC receiver is its own key"
+        );
+        let s = parse("[listen]\notlp_grpc = \"\"\n").unwrap();
+        assert_eq!(s.otlp_grpc_addr, None);
+        assert!(s.otlp_addr.is_some());
+        let e = parse("[listen]\notlp_grpc = \"4317\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen.otlp_grpc"), "{e}");
     }
 
     #[test]

@@ -74,11 +74,16 @@ pub fn families(t: &TelemetryTotals, out: &mut Vec<MetricFamily>) {
     let r = &t.receiver;
     let mut f = Family::counter(
         "vibe_otlp_requests_total",
-        "OTLP/HTTP requests answered, by route and status.",
+        "OTLP requests answered, by transport (http, grpc), signal route and status (HTTP's, \
+         or the one OTLP pairs with the gRPC code).",
     );
-    for ((path, status), n) in &r.requests {
+    for ((protocol, path, status), n) in &r.requests {
         f.sample(
-            &[("path", path), ("status", &status.to_string())],
+            &[
+                ("protocol", protocol.as_str()),
+                ("path", path),
+                ("status", &status.to_string()),
+            ],
             *n as f64,
         );
     }

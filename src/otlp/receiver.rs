@@ -1,35 +1,30 @@
-//! The OTLP/HTTP receiver: `POST /v1/metrics`, `/v1/logs`, `/v1/traces` and the
-//! VictoriaMetrics/VictoriaLogs aliases, on the OTLP listener.
+//! The OTLP/HTTP receiver on the OTLP listener: `POST` to any path that ends in
+//! `/v1/metrics`, `/v1/logs` or `/v1/traces`, whatever prefix comes before it (so
+//! `/opentelemetry/v1/metrics`, `/insert/opentelemetry/v1/logs` and the paths a Claude Code
+//! setup with a prefixed `OTEL_EXPORTER_OTLP_ENDPOINT` produces all work).
 //!
-//! A request is read (chunked or not, up to the limit), decompressed, decoded, converted
-//! by the pure functions in [`super::convert`], and handed to the model with `try_send`:
-//! the answer never waits on the model or on anything else, because the Claude CLI
-//! re-sends a batch it did not get a 2xx for. Status codes follow OTLP/HTTP: 200 with an
-//! `Export*ServiceResponse` (partial success when points were rejected), 400 for a body
+//! This module owns HTTP only: the route, the headers and reading the body (chunked or
+//! not, up to the limit). Everything after that is the transport-neutral
+//! [`super::ingest`] path the gRPC receiver shares. Status codes follow OTLP/HTTP: 200 with
+//! an `Export*ServiceResponse` (partial success when points were rejected), 400 for a body
 //! that does not decode, 413 over the limit, 415 for other content types, 401 without the
 //! configured bearer token; error bodies are `google.rpc.Status` in the request's
-//! encoding. Attribute values never reach a log line: failures are logged by reason only.
+//! encoding.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use futures_util::StreamExt;
 use prost::Message;
 
-use super::convert::{self, DropReason, LabelPolicy};
-use super::decode::{self, Format};
+use super::decode::Format;
 use super::error::OtlpError;
-use super::settings::OtlpSettings;
-use super::signal::Signal;
-use super::state::{Payload, Receipt, TelemetryUpdate};
-use crate::model::Update;
-use crate::sink::UpdateSink;
+use super::ingest::{self, Ingest, Refusal, Refused, Request, Verdict};
+use super::signal::{Protocol, Signal};
 
 /// `google.rpc.Status`, the body of OTLP error responses.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -40,85 +35,78 @@ struct RpcStatus {
     message: String,
 }
 
-/// What every handler shares.
-pub struct Receiver {
-    sink: UpdateSink,
-    policy: LabelPolicy,
-    max_body_bytes: usize,
-    bearer: Option<String>,
-    /// Points that could not be queued for the model, so far.
-    queue_dropped_points: AtomicU64,
-    forward: Option<super::forward::Forwarder>,
+/// The signal a request path names, and its bounded route label: any path that ends in
+/// `/v1/metrics`, `/v1/logs` or `/v1/traces`.
+pub fn route(path: &str) -> Option<(Signal, &'static str)> {
+    [Signal::Metrics, Signal::Logs, Signal::Traces]
+        .into_iter()
+        .map(|s| (s, s.http_path()))
+        .find(|(_, suffix)| path.ends_with(suffix))
 }
 
-impl Receiver {
-    pub fn new(
-        settings: &OtlpSettings,
-        sink: UpdateSink,
-        forward: Option<super::forward::Forwarder>,
-    ) -> Self {
-        Self {
-            sink,
-            policy: LabelPolicy::new(&settings.allow_labels),
-            max_body_bytes: settings.max_body_bytes,
-            bearer: settings.bearer_token.clone(),
-            queue_dropped_points: AtomicU64::new(0),
-            forward,
-        }
-    }
-}
-
-/// The receiver's routes.
-pub fn router(receiver: Arc<Receiver>) -> Router {
-    let route = |path: &'static str, signal: Signal| {
-        post(
-            move |State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body| async move {
-                handle(r, path, signal, headers, body).await
-            },
-        )
-    };
-    Router::new()
-        .route("/v1/metrics", route("/v1/metrics", Signal::Metrics))
-        .route("/v1/logs", route("/v1/logs", Signal::Logs))
-        .route("/v1/traces", route("/v1/traces", Signal::Traces))
-        .route(
-            "/opentelemetry/v1/metrics",
-            route("/opentelemetry/v1/metrics", Signal::Metrics),
-        )
-        .route(
-            "/opentelemetry/v1/logs",
-            route("/opentelemetry/v1/logs", Signal::Logs),
-        )
-        .route(
-            "/opentelemetry/v1/traces",
-            route("/opentelemetry/v1/traces", Signal::Traces),
-        )
-        .route(
-            "/insert/opentelemetry/v1/logs",
-            route("/insert/opentelemetry/v1/logs", Signal::Logs),
-        )
-        .fallback(not_found)
-        .with_state(receiver)
+/// The receiver's routes: one handler that routes by the path's ending.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new().fallback(dispatch).with_state(ingest)
 }
 
 /// Serves on an already-bound listener until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    receiver: Arc<Receiver>,
+    ingest: Arc<Ingest>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(receiver))
+    axum::serve(listener, router(ingest))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn not_found(State(r): State<Arc<Receiver>>) -> Response {
-    r.receipt("other", 404, None, 0, None, Payload::None);
-    status_response(
-        Format::Json,
-        StatusCode::NOT_FOUND,
-        "no such OTLP route; use /v1/metrics, /v1/logs or /v1/traces".into(),
-    )
+async fn dispatch(
+    State(r): State<Arc<Ingest>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some((signal, path)) = route(uri.path()) else {
+        let message =
+            "no such OTLP route; use a path ending in /v1/metrics, /v1/logs or /v1/traces";
+        r.refuse(
+            Protocol::Http,
+            "other",
+            None,
+            0,
+            Refusal::NotFound,
+            None,
+            message.into(),
+        );
+        return status_response(Format::Json, StatusCode::NOT_FOUND, message.into());
+    };
+    if method != Method::POST {
+        let mut resp = status_response(
+            Format::Json,
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} takes POST"),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    handle(r, path, signal, headers, body).await
+}
+
+/// The HTTP answer to a verdict.
+fn reply(format: Format, signal: Signal, verdict: Verdict) -> Response {
+    match verdict {
+        Verdict::Accepted { rejected, message } => {
+            success_response(format, signal, rejected, message)
+        }
+        Verdict::Refused(refused) => refused_response(format, refused),
+    }
+}
+
+fn refused_response(format: Format, Refused { why, message }: Refused) -> Response {
+    let status = StatusCode::from_u16(why.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    status_response(format, status, message)
 }
 
 fn status_response(format: Format, status: StatusCode, message: String) -> Response {
@@ -143,36 +131,8 @@ fn status_response(format: Format, status: StatusCode, message: String) -> Respo
 }
 
 fn success_response(format: Format, signal: Signal, rejected: u64, message: String) -> Response {
-    use opentelemetry_proto::tonic::collector::logs::v1 as l;
-    use opentelemetry_proto::tonic::collector::metrics::v1 as m;
-    use opentelemetry_proto::tonic::collector::trace::v1 as t;
     let body = match format {
-        Format::Protobuf => {
-            let partial = rejected > 0 || !message.is_empty();
-            match signal {
-                Signal::Metrics => m::ExportMetricsServiceResponse {
-                    partial_success: partial.then_some(m::ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected as i64,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Logs => l::ExportLogsServiceResponse {
-                    partial_success: partial.then_some(l::ExportLogsPartialSuccess {
-                        rejected_log_records: rejected as i64,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Traces => t::ExportTraceServiceResponse {
-                    partial_success: partial.then_some(t::ExportTracePartialSuccess {
-                        rejected_spans: rejected as i64,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-            }
-        }
+        Format::Protobuf => ingest::export_response(signal, rejected, message),
         Format::Json => {
             let key = match signal {
                 Signal::Metrics => "rejectedDataPoints",
@@ -199,21 +159,6 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    bool::from(a.ct_eq(b))
-}
-
-/// The credentials of an `Authorization: Bearer <token>` header; the scheme's case does
-/// not matter (RFC 9110, 11.1), and the spaces after it are skipped.
-fn bearer_credentials(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
-}
-
 /// Reads the body, refusing more than `limit` bytes (chunked bodies have no length).
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Option<OtlpError>> {
     let mut stream = body.into_data_stream();
@@ -228,78 +173,8 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Option<OtlpError>>
     Ok(Bytes::from(buf))
 }
 
-impl Receiver {
-    /// Queues a receipt for the model; false when the queue was full.
-    fn receipt(
-        &self,
-        path: &'static str,
-        status: u16,
-        signal: Option<Signal>,
-        wire_bytes: u64,
-        decode_error: Option<&'static str>,
-        payload: Payload,
-    ) -> bool {
-        let points = match &payload {
-            Payload::Metrics(b) => b.points.len() as u64,
-            Payload::Logs(b) => b.events.len() as u64,
-            Payload::Traces { spans } => *spans,
-            Payload::None => 0,
-        };
-        let receipt = Receipt {
-            at: crate::common::unix_now(),
-            path,
-            status,
-            signal,
-            wire_bytes,
-            decode_error,
-            payload,
-            queue_dropped_points_total: self.queue_dropped_points.load(Ordering::Relaxed),
-        };
-        let queued = self
-            .sink
-            .send(Update::ClaudeTelemetry(TelemetryUpdate::Receipt(Box::new(
-                receipt,
-            ))));
-        if !queued {
-            self.queue_dropped_points
-                .fetch_add(points, Ordering::Relaxed);
-        }
-        queued
-    }
-
-    fn refuse(
-        &self,
-        path: &'static str,
-        signal: Signal,
-        format: Format,
-        wire_bytes: u64,
-        err: OtlpError,
-    ) -> Response {
-        let status = match err {
-            OtlpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            OtlpError::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        tracing::debug!(
-            path,
-            reason = err.reason(),
-            status = status.as_u16(),
-            "OTLP request refused"
-        );
-        self.receipt(
-            path,
-            status.as_u16(),
-            Some(signal),
-            wire_bytes,
-            Some(err.reason()),
-            Payload::None,
-        );
-        status_response(format, status, err.to_string())
-    }
-}
-
 async fn handle(
-    r: Arc<Receiver>,
+    r: Arc<Ingest>,
     path: &'static str,
     signal: Signal,
     headers: HeaderMap,
@@ -308,117 +183,92 @@ async fn handle(
     let content_type = header_str(&headers, header::CONTENT_TYPE);
     let format = Format::from_content_type(content_type);
     let reply_format = *format.as_ref().unwrap_or(&Format::Json);
-    if let Some(token) = &r.bearer {
-        let given = header_str(&headers, header::AUTHORIZATION)
-            .and_then(bearer_credentials)
-            .unwrap_or("");
-        if !same_secret(given.as_bytes(), token.as_bytes()) {
-            r.receipt(path, 401, Some(signal), 0, None, Payload::None);
-            return status_response(
-                reply_format,
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token; send Authorization: Bearer <otlp.bearer_token>"
-                    .into(),
-            );
-        }
+    let authorization = header_str(&headers, header::AUTHORIZATION);
+    if let Err(refused) = r.authorize(Protocol::Http, path, Some(signal), authorization) {
+        return refused_response(reply_format, refused);
     }
     let format = match format {
         Ok(f) => f,
-        Err(e) => return r.refuse(path, signal, reply_format, 0, e),
+        Err(e) => {
+            let refused = r.refuse_error(Protocol::Http, path, signal, 0, e);
+            return refused_response(reply_format, refused);
+        }
     };
-    let wire = match read_body(body, r.max_body_bytes).await {
-        Ok(b) => b,
-        Err(Some(e)) => return r.refuse(path, signal, format, r.max_body_bytes as u64, e),
-        Err(None) => {
-            r.receipt(
+    let limit = r.max_body_bytes();
+    let wire = match tokio::time::timeout(r.read_timeout(), read_body(body, limit)).await {
+        Err(_) => {
+            let refused = r.refuse(
+                Protocol::Http,
                 path,
-                400,
                 Some(signal),
                 0,
-                Some("read_error"),
-                Payload::None,
+                Refusal::Timeout,
+                Some("timeout"),
+                format!(
+                    "the body did not arrive within {:?} (otlp.read_timeout)",
+                    r.read_timeout()
+                ),
             );
-            return status_response(
-                format,
-                StatusCode::BAD_REQUEST,
+            return refused_response(format, refused);
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(Some(e))) => {
+            let refused = r.refuse_error(Protocol::Http, path, signal, limit as u64, e);
+            return refused_response(format, refused);
+        }
+        Ok(Err(None)) => {
+            let refused = r.refuse(
+                Protocol::Http,
+                path,
+                Some(signal),
+                0,
+                Refusal::BadRequest,
+                Some("read_error"),
                 "the request body could not be read".into(),
             );
+            return refused_response(format, refused);
         }
     };
-    let wire_bytes = wire.len() as u64;
-    let encoding = header_str(&headers, header::CONTENT_ENCODING);
-    let plain = match decode::decompress(&wire, encoding, r.max_body_bytes) {
-        Ok(p) => p,
-        Err(e) => return r.refuse(path, signal, format, wire_bytes, e),
-    };
-    let (payload, drops) = match signal {
-        Signal::Metrics => match decode::metrics_batch(&plain, format, &r.policy) {
-            Ok(batch) => {
-                let drops = batch.drops.clone();
-                (Payload::Metrics(batch), drops)
-            }
-            Err(e) => return r.refuse(path, signal, format, wire_bytes, e),
-        },
-        Signal::Logs => match decode::logs(&plain, format) {
-            Ok(req) => {
-                let batch = convert::logs(&req);
-                let drops = batch.drops.clone();
-                (Payload::Logs(batch), drops)
-            }
-            Err(e) => return r.refuse(path, signal, format, wire_bytes, e),
-        },
-        Signal::Traces => match decode::trace_spans(&plain, format) {
-            Ok(spans) => (
-                Payload::Traces {
-                    spans: spans as u64,
-                },
-                Default::default(),
-            ),
-            Err(e) => return r.refuse(path, signal, format, wire_bytes, e),
-        },
-    };
-    if let Some(f) = &r.forward {
-        f.offer(signal, wire, content_type.unwrap_or(""), encoding);
-    }
-    let points = match &payload {
-        Payload::Metrics(b) => b.points.len() as u64,
-        Payload::Logs(b) => b.events.len() as u64,
-        _ => 0,
-    };
-    let (mut rejected, mut message) = drops.rejections();
-    if !r.receipt(path, 200, Some(signal), wire_bytes, None, payload) && points > 0 {
-        rejected += points;
-        if !message.is_empty() {
-            message.push_str(", ");
-        }
-        message.push_str(&format!(
-            "{points} {}: the agent is overloaded",
-            DropReason::QueueFull.as_str()
-        ));
-    }
-    success_response(format, signal, rejected, message)
+    let verdict = r.accept(Request {
+        protocol: Protocol::Http,
+        path,
+        signal,
+        format,
+        wire,
+        content_type: content_type.unwrap_or(""),
+        encoding: header_str(&headers, header::CONTENT_ENCODING),
+    });
+    reply(format, signal, verdict)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer_credentials, same_secret};
+    use super::route;
+    use crate::otlp::Signal;
 
     #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_other_schemes_give_nothing() {
-        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
-        assert_eq!(bearer_credentials("BEARER  abc"), Some("abc"));
-        assert_eq!(bearer_credentials("Basic abc"), None);
-        assert_eq!(bearer_credentials("Bearerabc"), None);
-        assert_eq!(bearer_credentials("Bearer"), None);
-        assert_eq!(bearer_credentials("Bearer "), Some(""));
-    }
-
-    #[test]
-    fn secrets_match_only_when_equal() {
-        assert!(same_secret(b"token", b"token"));
-        assert!(!same_secret(b"token", b"tokem"));
-        assert!(!same_secret(b"token", b"token2"));
-        assert!(!same_secret(b"", b"token"));
+    fn any_prefix_routes_by_the_signal_path_it_ends_in() {
+        let cases = [
+            ("/v1/metrics", Some((Signal::Metrics, "/v1/metrics"))),
+            ("/v1/logs", Some((Signal::Logs, "/v1/logs"))),
+            ("/v1/traces", Some((Signal::Traces, "/v1/traces"))),
+            (
+                "/opentelemetry/v1/metrics",
+                Some((Signal::Metrics, "/v1/metrics")),
+            ),
+            (
+                "/insert/opentelemetry/v1/logs",
+                Some((Signal::Logs, "/v1/logs")),
+            ),
+            ("/a/b/c/v1/traces", Some((Signal::Traces, "/v1/traces"))),
+            ("/v1/metrics/", None),
+            ("/v1/metricsx", None),
+            ("/v2/metrics", None),
+            ("/", None),
+            ("", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(route(path), want, "{path}");
+        }
     }
 }

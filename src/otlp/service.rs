@@ -1,6 +1,7 @@
 //! Starting and stopping the telemetry side of the agent: restores the state file, starts
-//! the receiver on the OTLP listener, the forwarder and the persistence task, and at
-//! shutdown stops the receiver first and saves the totals last.
+//! the receivers on the OTLP listeners (HTTP and gRPC, sharing one [`Ingest`]), the
+//! forwarder and the persistence task, and at shutdown stops the receivers first and saves
+//! the totals last.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::forward::Forwarder;
-use super::receiver::{self, Receiver};
+use super::ingest::Ingest;
 use super::signal::Signal;
 use super::state::{Limits, TelemetryUpdate};
+use super::{grpc, receiver};
 use crate::config::Settings;
 use crate::model::Update;
 use crate::sink::UpdateSink;
@@ -22,10 +24,12 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The running receiver, forwarder and persistence task.
 pub struct TelemetryService {
-    /// Where the receiver listens, when it does.
+    /// Where the OTLP/HTTP receiver listens, when it does.
     pub addr: Option<SocketAddr>,
-    receiver_stop: Option<oneshot::Sender<()>>,
-    receiver: Option<JoinHandle<()>>,
+    /// Where the OTLP/gRPC receiver listens, when it does.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Each running receiver's stop signal and task.
+    receivers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     persist_stop: oneshot::Sender<()>,
     persist: JoinHandle<()>,
     forwarders: Vec<JoinHandle<()>>,
@@ -36,6 +40,7 @@ pub struct TelemetryService {
 pub fn start(
     settings: &Settings,
     listener: Option<tokio::net::TcpListener>,
+    grpc_listener: Option<tokio::net::TcpListener>,
     sink: &UpdateSink,
 ) -> TelemetryService {
     sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Configure(
@@ -84,26 +89,41 @@ pub fn start(
 
     let mut service = TelemetryService {
         addr: None,
-        receiver_stop: None,
-        receiver: None,
+        grpc_addr: None,
+        receivers: Vec::new(),
         persist_stop,
         persist,
         forwarders,
     };
+    let ingest = Arc::new(Ingest::new(&settings.otlp, sink.clone(), forward));
     if let Some(listener) = listener {
         service.addr = listener.local_addr().ok();
-        let r = Arc::new(Receiver::new(&settings.otlp, sink.clone(), forward));
+        let r = ingest.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        service.receiver_stop = Some(tx);
-        service.receiver = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = receiver::serve(listener, r, async move {
                 let _ = rx.await;
             })
             .await
             {
-                tracing::error!(error = %e, "OTLP receiver stopped");
+                tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
             }
-        }));
+        });
+        service.receivers.push((tx, task));
+    }
+    if let Some(listener) = grpc_listener {
+        service.grpc_addr = listener.local_addr().ok();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            if let Err(e) = grpc::serve(listener, ingest, async move {
+                let _ = rx.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
+            }
+        });
+        service.receivers.push((tx, task));
     }
     service
 }
@@ -111,12 +131,17 @@ pub fn start(
 impl TelemetryService {
     /// Stops taking requests, then saves the totals one last time.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.receiver_stop.take() {
+        let receivers = std::mem::take(&mut self.receivers);
+        let mut tasks = Vec::new();
+        for (tx, task) in receivers {
             let _ = tx.send(());
+            tasks.push(task);
         }
-        if let Some(mut r) = self.receiver.take() {
-            if tokio::time::timeout(STOP_GRACE, &mut r).await.is_err() {
-                r.abort();
+        // Both receivers drain in parallel, within one grace period.
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
             }
         }
         for f in &self.forwarders {

@@ -37,6 +37,8 @@ pub const DEFAULT_ACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_STREAMS: usize = 200_000;
 /// Default time a cumulative stream is remembered without new points.
 pub const DEFAULT_STREAM_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default time a client has to send a whole request once it has started.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on request bodies queued for one forwarding upstream.
 pub const DEFAULT_FORWARD_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -68,6 +70,10 @@ pub struct FileOtlp {
     /// Bytes of request bodies queued per forwarding upstream before the oldest are
     /// dropped.
     pub forward_queue_bytes: Option<usize>,
+    /// Time a client has to send a whole request (HTTP body, gRPC message) once it has
+    /// started, e.g. "10s".
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
 }
 
 /// Validated `[otlp]` settings.
@@ -86,6 +92,8 @@ pub struct OtlpSettings {
     pub active_window: Duration,
     pub max_streams: usize,
     pub forward_queue_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for OtlpSettings {
@@ -203,6 +211,14 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
             ),
         ));
     }
+    let read_timeout = f.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
+    if read_timeout < Duration::from_millis(100) {
+        return Err(invalid(
+            path,
+            "read_timeout",
+            "write at least \"100ms\" (default \"10s\")",
+        ));
+    }
     Ok(OtlpSettings {
         allow_labels,
         max_series_per_family,
@@ -213,6 +229,7 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
         active_window,
         max_streams,
         forward_queue_bytes,
+        read_timeout,
     })
 }
 
@@ -288,6 +305,26 @@ mod tests {
                 .forward_queue_bytes,
             1 << 20
         );
+    }
+
+    #[test]
+    fn read_timeout_defaults_to_10_s_and_refuses_less_than_100_ms() {
+        assert_eq!(
+            parse("").unwrap().otlp.read_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            parse("[otlp]\nread_timeout = \"2s\"\n")
+                .unwrap()
+                .otlp
+                .read_timeout,
+            Duration::from_secs(2)
+        );
+        let e = parse("[otlp]\nread_timeout = \"10ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("otlp.read_timeout"), "{e}");
+        assert!(e.contains("100ms"), "{e}");
     }
 
     #[test]

@@ -102,7 +102,10 @@ pub enum Payload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Receipt {
     pub at: f64,
-    /// The route (a fixed string), or "other".
+    /// The transport it came over.
+    pub protocol: super::Protocol,
+    /// The signal's route (`/v1/metrics`, `/v1/logs`, `/v1/traces`, whatever prefix the
+    /// request had), or "other".
     pub path: &'static str,
     pub status: u16,
     pub signal: Option<Signal>,
@@ -231,7 +234,8 @@ pub struct CostToday {
 /// The receiver's own counters (not persisted: they describe this process).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReceiverStats {
-    pub requests: BTreeMap<(&'static str, u16), u64>,
+    /// Requests by transport, route and (HTTP or HTTP-equivalent) status.
+    pub requests: BTreeMap<(super::Protocol, &'static str, u16), u64>,
     pub points_accepted: BTreeMap<Signal, u64>,
     pub points_dropped: BTreeMap<&'static str, u64>,
     pub decode_errors: BTreeMap<&'static str, u64>,
@@ -444,7 +448,10 @@ impl TelemetryState {
 
     fn receipt(&mut self, r: Receipt) {
         let stats = &mut self.totals.receiver;
-        *stats.requests.entry((r.path, r.status)).or_default() += 1;
+        *stats
+            .requests
+            .entry((r.protocol, r.path, r.status))
+            .or_default() += 1;
         if let Some(reason) = r.decode_error {
             *stats.decode_errors.entry(reason).or_default() += 1;
         }
@@ -1015,6 +1022,7 @@ mod tests {
     fn receipt(points: Vec<Point>, at: f64) -> TelemetryUpdate {
         TelemetryUpdate::Receipt(Box::new(Receipt {
             at,
+            protocol: crate::otlp::Protocol::Http,
             path: "/v1/metrics",
             status: 200,
             signal: Some(Signal::Metrics),

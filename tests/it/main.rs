@@ -15,6 +15,7 @@ mod juicefs_fuse;
 mod jupyterlab;
 mod layout;
 mod otlp;
+mod otlp_grpc;
 mod packaging;
 mod rules;
 mod systemd;

@@ -29,15 +29,15 @@ const CANARY: &str = "vibe-canary-7f3a9c";
 
 /// One captured request.
 #[derive(Clone, Debug)]
-struct Captured {
-    path: String,
-    content_type: String,
-    encoding: Option<String>,
-    body: Vec<u8>,
+pub(crate) struct Captured {
+    pub(crate) path: String,
+    pub(crate) content_type: String,
+    pub(crate) encoding: Option<String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Captured {
-    fn plain(&self) -> Vec<u8> {
+    pub(crate) fn plain(&self) -> Vec<u8> {
         match self.encoding.as_deref() {
             Some("gzip") => {
                 let mut out = Vec::new();
@@ -56,7 +56,7 @@ impl Captured {
 }
 
 /// The runs of a scenario, each a list of requests in the order the CLI sent them.
-fn scenario(name: &str) -> Vec<Vec<Captured>> {
+pub(crate) fn scenario(name: &str) -> Vec<Vec<Captured>> {
     let dir = repo_root().join("tests/fixtures/otlp").join(name);
     let mut runs = Vec::new();
     for n in 1.. {
@@ -272,7 +272,7 @@ fn event_count(events: &[RefEvent], name: &str) -> f64 {
         .count() as f64
 }
 
-fn close(a: f64, b: f64) -> bool {
+pub(crate) fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
@@ -280,38 +280,49 @@ fn close(a: f64, b: f64) -> bool {
 // The agent with its receiver on 127.0.0.1:0
 // ---------------------------------------------------------------------------------------
 
-struct OtlpAgent {
+pub(crate) struct OtlpAgent {
     agent: Agent,
-    metrics: MetricsClient,
-    otlp_base: String,
+    pub(crate) metrics: MetricsClient,
+    pub(crate) otlp_base: String,
+    /// The OTLP/gRPC receiver's address.
+    pub(crate) grpc_addr: std::net::SocketAddr,
     client: reqwest::Client,
-    posted: usize,
+    /// Requests sent so far, over either transport.
+    pub(crate) posted: usize,
 }
 
 /// The receiver on a free port, totals saved every 200 ms, and what `config` adds.
-fn otlp_settings(state_dir: &Path, config: impl FnOnce(Config) -> Config) -> Settings {
+pub(crate) fn otlp_settings(state_dir: &Path, config: impl FnOnce(Config) -> Config) -> Settings {
     config(
         Config::new()
             .otlp_listen("127.0.0.1:0")
+            .otlp_grpc_listen("127.0.0.1:0")
             .set_str("otlp", "persist_interval", "200ms"),
     )
     .settings(state_dir)
 }
 
 impl OtlpAgent {
-    async fn start(state_dir: &Path) -> Self {
+    pub(crate) async fn start(state_dir: &Path) -> Self {
         Self::start_with(state_dir, |c| c).await
     }
 
     /// `config` adds keys to the test config (see [`otlp_settings`]).
-    async fn start_with(state_dir: &Path, config: impl FnOnce(Config) -> Config) -> Self {
+    pub(crate) async fn start_with(
+        state_dir: &Path,
+        config: impl FnOnce(Config) -> Config,
+    ) -> Self {
         let settings = otlp_settings(state_dir, config);
         let listeners = Listeners::bind(&settings).await.expect("bind 127.0.0.1:0");
         let agent = daemon::start(settings, listeners).expect("agent starts");
         let addr = agent.otlp_addr.expect("the OTLP receiver listens");
+        let grpc_addr = agent
+            .otlp_grpc_addr
+            .expect("the OTLP/gRPC receiver listens");
         Self {
             metrics: MetricsClient::new(agent.metrics_addr),
             otlp_base: format!("http://{addr}"),
+            grpc_addr,
             agent,
             client: http_client(),
             posted: 0,
@@ -362,7 +373,7 @@ impl OtlpAgent {
     }
 
     /// Scrapes once every request posted so far has been applied by the model.
-    async fn settled(&self) -> Exposition {
+    pub(crate) async fn settled(&self) -> Exposition {
         let want = self.posted as f64;
         self.metrics
             .wait_for(&format!("{want} OTLP requests counted"), |m| {
@@ -371,13 +382,13 @@ impl OtlpAgent {
             .await
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.agent.shutdown().await;
     }
 }
 
 /// The sum of every series of a family (or of the ones matching `filter`).
-fn total_where(m: &Exposition, family: &str, filter: &[(&str, &str)]) -> f64 {
+pub(crate) fn total_where(m: &Exposition, family: &str, filter: &[(&str, &str)]) -> f64 {
     m.samples()
         .iter()
         .filter(|s| s.name == family)
@@ -390,7 +401,7 @@ fn total_where(m: &Exposition, family: &str, filter: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn total(m: &Exposition, family: &str) -> f64 {
+pub(crate) fn total(m: &Exposition, family: &str) -> f64 {
     total_where(m, family, &[])
 }
 
@@ -399,7 +410,7 @@ fn series(m: &Exposition, family: &str) -> usize {
 }
 
 /// The Prometheus family of each Claude Code metric (docs/design.md).
-const FAMILIES: &[(&str, &str)] = &[
+pub(crate) const FAMILIES: &[(&str, &str)] = &[
     (
         "claude_code.session.count",
         "claude_code_session_count_total",
@@ -429,7 +440,7 @@ const FAMILIES: &[(&str, &str)] = &[
 ];
 
 /// Every check a scenario's totals must pass, given what was posted.
-fn assert_totals_match_the_cli(m: &Exposition, all: &[Captured], what: &str) {
+pub(crate) fn assert_totals_match_the_cli(m: &Exposition, all: &[Captured], what: &str) {
     let (points, events) = reference(all);
     assert!(
         !points.is_empty() && !events.is_empty(),
@@ -746,16 +757,21 @@ async fn post_chunked(base: &str, path: &str, headers: &str, body: &[u8]) -> u16
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_gzip_bodies_on_the_victoriametrics_aliases() {
+async fn chunked_gzip_bodies_under_any_path_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = OtlpAgent::start(dir.path()).await;
     let runs = scenario("proto-gzip");
-    for c in runs.iter().flatten() {
-        let path = if c.path.ends_with("/metrics") {
-            "/opentelemetry/v1/metrics"
+    // The VictoriaMetrics/VictoriaLogs paths, and what the CLI posts to for a generic
+    // endpoint with a prefix (OTEL_EXPORTER_OTLP_ENDPOINT=http://host:4318/insert/opentelemetry).
+    let prefixes = ["/opentelemetry", "/insert/opentelemetry", "/a/b"];
+    for (i, c) in runs.iter().flatten().enumerate() {
+        let signal = if c.path.ends_with("/metrics") {
+            "/v1/metrics"
         } else {
-            "/insert/opentelemetry/v1/logs"
+            "/v1/logs"
         };
+        let path = format!("{}{signal}", prefixes[i % prefixes.len()]);
+        let path = path.as_str();
         let headers = format!(
             "Content-Type: {}\r\nContent-Encoding: gzip\r\n",
             c.content_type
@@ -769,12 +785,28 @@ async fn chunked_gzip_bodies_on_the_victoriametrics_aliases() {
     }
     let m = a.settled().await;
     assert_totals_match_the_cli(&m, &runs.concat(), "chunked gzip");
-    assert!(
+    // The path label is the signal's route, whatever the prefix: bounded.
+    let paths: std::collections::BTreeSet<&str> = m
+        .samples()
+        .iter()
+        .filter(|s| s.name == "vibe_otlp_requests_total")
+        .flat_map(|s| &s.labels)
+        .filter(|(k, _)| k == "path")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v1/logs", "/v1/metrics"].into(),
+        "{}",
+        m.vibe_lines()
+    );
+    assert_eq!(
         total_where(
             &m,
             "vibe_otlp_requests_total",
-            &[("path", "/opentelemetry/v1/metrics"), ("status", "200")]
-        ) > 0.0
+            &[("protocol", "http"), ("status", "200")]
+        ),
+        a.posted as f64
     );
     // Traces are accepted (and would be forwarded), not converted.
     let (status, _) = a
@@ -794,7 +826,7 @@ async fn chunked_gzip_bodies_on_the_victoriametrics_aliases() {
     a.shutdown().await;
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(data).unwrap();
     e.finish().unwrap()
@@ -927,6 +959,44 @@ async fn bad_bodies_are_refused_with_otlp_errors_and_counted() {
     );
     let m = a.settled().await;
     assert_eq!(total(&m, "claude_code_commit_count_total"), 2.0);
+    a.shutdown().await;
+}
+
+/// A client that sends headers and part of a body, then nothing, gets 408 at
+/// `otlp.read_timeout` and is counted; the receiver serves others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_finishes_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a =
+        OtlpAgent::start_with(dir.path(), |c| c.set_str("otlp", "read_timeout", "300ms")).await;
+    let addr = a.otlp_base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"resourceMetrics\"",
+        )
+        .await
+        .unwrap();
+    let (status, _) = a
+        .post_raw("/v1/metrics", "application/json", None, commits(3))
+        .await;
+    assert_eq!(status, 200, "served while another client stalls");
+    let mut resp = Vec::new();
+    tokio::time::timeout(WAIT, stalled.read_to_end(&mut resp))
+        .await
+        .expect("answered within the wait")
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("otlp.read_timeout"), "{text}");
+    a.posted += 1;
+    let m = a.settled().await;
+    assert_eq!(
+        m.value("vibe_otlp_decode_errors_total{reason=\"timeout\"}"),
+        Some(1.0)
+    );
+    assert_eq!(total(&m, "claude_code_commit_count_total"), 3.0);
     a.shutdown().await;
 }
 
@@ -1348,7 +1418,7 @@ async fn forwarding_overflow_drops_the_oldest_bodies_and_counts_exactly_those() 
 /// A JSON metrics body adding `n` to `claude_code_commit_count_total`.
 /// A delta of `n` commits; its time depends on `n`, so bodies with different counts are not
 /// taken for a re-sent batch.
-fn commits(n: u64) -> Vec<u8> {
+pub(crate) fn commits(n: u64) -> Vec<u8> {
     let time = 1_700_000_000_000_000_000u64 + n;
     format!(
         r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"claude_code.commit.count",
@@ -1468,7 +1538,13 @@ async fn a_bearer_token_file_is_read_without_its_trailing_newline() {
 }
 
 /// One offline CLI turn against `endpoint` with telemetry in `protocol` and `temporality`.
-fn run_cli(endpoint: &str, home: &Path, protocol: &str, temporality: &str, extra: &[(&str, &str)]) {
+pub(crate) fn run_cli(
+    endpoint: &str,
+    home: &Path,
+    protocol: &str,
+    temporality: &str,
+    extra: &[(&str, &str)],
+) {
     let mut env = vec![
         ("OTLP_PROTOCOL", protocol),
         ("TEMPORALITY", temporality),
@@ -1483,7 +1559,7 @@ fn run_cli(endpoint: &str, home: &Path, protocol: &str, temporality: &str, extra
 /// CLI wrote under `home` (docs/claude-code.md: one API response may span several lines with
 /// the same message id and request id: count it once; claude-sonnet-4-5 costs 3 / 15 USD
 /// per million input / output tokens, cache writes 1.25x and cache reads 0.1x input).
-fn transcript_usage(home: &Path) -> (f64, BTreeMap<&'static str, f64>) {
+pub(crate) fn transcript_usage(home: &Path) -> (f64, BTreeMap<&'static str, f64>) {
     let mut seen = std::collections::BTreeSet::new();
     let mut tokens: BTreeMap<&'static str, f64> = BTreeMap::new();
     let projects = home.join(".claude/projects");

@@ -721,7 +721,7 @@ fn unit_file(description: &str, service: &str) -> String {
 fn e2e_config(metrics_port: u16, jupyter_port: u16, web_port: u16, token: &str) -> String {
     format!(
         "# Written by tests/it/packaging.rs.\n\
-         [listen]\nmetrics = \"127.0.0.1:{metrics_port}\"\notlp = \"\"\n\n\
+         [listen]\nmetrics = \"127.0.0.1:{metrics_port}\"\notlp = \"\"\notlp_grpc = \"\"\n\n\
          [systemd]\npoll_interval = \"500ms\"\n\n\
          [host]\npaths = []\n\n[claude]\nhomes = []\n\n\
          [[service]]\nname = \"jupyter\"\nkind = \"jupyter\"\nunit = \"jupyter.service\"\n\
@@ -1125,7 +1125,7 @@ async fn rpm_installs_into_the_sandbox_and_runs_the_same_service() {
     let metrics_port = free_port();
     let config = format!(
         "# Written by tests/it/packaging.rs.\n[listen]\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
-         otlp = \"\"\n\n[host]\npaths = []\n\n[claude]\nhomes = []\n"
+         otlp = \"\"\notlp_grpc = \"\"\n\n[host]\npaths = []\n\n[claude]\nhomes = []\n"
     );
     write_config(&config);
     let agent: SocketAddr = ([127, 0, 0, 1], metrics_port).into();

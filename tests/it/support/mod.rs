@@ -239,7 +239,7 @@ impl Service {
     }
 }
 
-/// An agent config for tests: metrics on 127.0.0.1:0, no OTLP receiver, no Claude homes,
+/// An agent config for tests: metrics on 127.0.0.1:0, no OTLP receivers, no Claude homes,
 /// no extra systemd units, only the services and paths the test names, fast host sampling.
 /// Any other key is set with [`Config::set`] (a later value replaces an earlier one or a
 /// default), so every test builds its file the same way, never by editing text.
@@ -294,6 +294,11 @@ impl Config {
         self.set_str("listen", "otlp", addr)
     }
 
+    /// `listen.otlp_grpc` (the receiver is off by default).
+    pub fn otlp_grpc_listen(self, addr: &str) -> Self {
+        self.set_str("listen", "otlp_grpc", addr)
+    }
+
     /// `claude.homes`.
     pub fn claude_homes(self, homes: &[impl AsRef<str>]) -> Self {
         let homes: Vec<String> = homes.iter().map(|h| toml_str(h.as_ref())).collect();
@@ -306,7 +311,11 @@ impl Config {
         let mut tables: Vec<(String, Vec<(String, String)>)> = [
             (
                 "listen",
-                vec![("metrics", toml_str("127.0.0.1:0")), ("otlp", toml_str(""))],
+                vec![
+                    ("metrics", toml_str("127.0.0.1:0")),
+                    ("otlp", toml_str("")),
+                    ("otlp_grpc", toml_str("")),
+                ],
             ),
             (
                 "agent",
