@@ -6,11 +6,22 @@
 //! The sandbox's state directory lives where the sandbox can see it: under `target/` by
 //! default, or a chosen parent. /tmp is replaced by the sandbox's own, so a directory under
 //! the host's /tmp would be hidden from its units.
+//!
+//! One sandbox at a time on the machine: every sandboxed systemd takes the same cgroup
+//! hierarchy as its root (the script makes no cgroup namespace), so two booted at once move
+//! and empty each other's cgroups (seen: `systemctl kill` failing with EIO in one while the
+//! packaging test's sandbox ran). [`Sandbox::start_under`] waits for an exclusive `flock` on
+//! [`MACHINE_LOCK`], held until the sandbox is powered off; it also keeps two checkouts'
+//! test runs on one machine apart.
 
 #![allow(dead_code)] // each user needs a different part
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The machine-wide lock that keeps sandboxes one at a time (see the module header).
+pub const MACHINE_LOCK: &str = "/var/tmp/vibe-agent-systemd-sandbox.lock";
 
 /// A booted sandbox.
 pub struct Sandbox {
@@ -18,6 +29,20 @@ pub struct Sandbox {
     script: PathBuf,
     /// systemd's PID, in this machine's PID namespace.
     pub pid: u32,
+    /// Held from before the boot until after the power-off (dropped after `Drop::drop`).
+    _machine: File,
+}
+
+/// Waits for the machine's sandbox lock.
+fn take_machine_lock() -> File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(MACHINE_LOCK)
+        .unwrap_or_else(|e| panic!("{MACHINE_LOCK}: {e}"));
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("flock {MACHINE_LOCK}: {e}"));
+    file
 }
 
 fn said(out: &Output) -> String {
@@ -48,6 +73,7 @@ impl Sandbox {
             .tempdir_in(parent)
             .unwrap_or_else(|e| panic!("sandbox state dir under {}: {e}", parent.display()));
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd-sandbox");
+        let machine = take_machine_lock();
         let out = Command::new(&script)
             .arg("start")
             .arg(dir.path())
@@ -57,6 +83,7 @@ impl Sandbox {
             dir,
             script,
             pid: 0,
+            _machine: machine,
         };
         assert!(
             out.status.success(),
