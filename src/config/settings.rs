@@ -90,6 +90,8 @@ pub struct Settings {
     pub systemd: SystemdSettings,
     pub host: HostSettings,
     pub claude: ClaudeSettings,
+    /// `[claude.forward]`, validated by the OTLP module that forwards.
+    #[serde(skip_serializing_if = "ForwardSettings::is_empty")]
     pub forward: ForwardSettings,
     pub juicefs: JuicefsSettings,
     pub otlp: OtlpSettings,

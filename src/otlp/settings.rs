@@ -250,6 +250,13 @@ pub struct ForwardSettings {
     pub traces_url: Option<String>,
 }
 
+impl ForwardSettings {
+    /// Nothing is forwarded.
+    pub fn is_empty(&self) -> bool {
+        self.metrics_url.is_none() && self.logs_url.is_none() && self.traces_url.is_none()
+    }
+}
+
 /// Validates `[claude.forward]` (absent: nothing forwarded). `path` is only used in
 /// messages.
 pub fn validate_forward(
