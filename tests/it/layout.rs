@@ -646,6 +646,48 @@ fn the_crate_has_no_import_circle() {
     );
 }
 
+#[test]
+fn the_hub_imports_only_states_and_no_state_imports_the_hub() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let g = Graph::read(&root.join("src"));
+    let model = vec!["model".to_string()];
+    let mut wrong = Vec::new();
+    for (to, u) in g.edges.get(&model).into_iter().flatten() {
+        let allowed = to.as_slice() == ["common"] || to.last().is_some_and(|m| m == "state");
+        if !allowed {
+            wrong.push(format!(
+                "{}:{}: the hub uses {} ({}); it may use only a source's state and common",
+                u.file.strip_prefix(root).unwrap_or(&u.file).display(),
+                u.line,
+                u.path,
+                show(to)
+            ));
+        }
+    }
+    for (from, edges) in &g.edges {
+        for (to, u) in edges {
+            let state_to_hub = from.last().is_some_and(|m| m == "state") && *to == model;
+            let to_cli = to.as_slice() == ["cli"];
+            if state_to_hub || to_cli {
+                wrong.push(format!(
+                    "{}:{}: {} uses {} ({}); {}",
+                    u.file.strip_prefix(root).unwrap_or(&u.file).display(),
+                    u.line,
+                    show(from),
+                    u.path,
+                    show(to),
+                    if to_cli {
+                        "no module imports the command line"
+                    } else {
+                        "a state never imports the hub"
+                    }
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// Writes a small crate under a temporary `src/`.
 fn fake_crate(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
