@@ -48,7 +48,8 @@
 //! - No module imports [`cli`]; [`manpage`] takes the `clap::Command` it renders.
 //!
 //! There is no circle among the crate's modules: `tests/it/layout.rs` reads every file's
-//! `use` lines and paths and fails on any circle. Design notes the code cites are in
+//! `use` lines and paths and fails on any circle, on a hub that imports more than the
+//! states, on a state that imports the hub, and on a module that imports [`cli`]. Design notes the code cites are in
 //! `docs/design.md`.
 
 pub mod check;
