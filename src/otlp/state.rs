@@ -103,7 +103,7 @@ pub enum Payload {
 pub struct Receipt {
     pub at: f64,
     /// The transport it came over.
-    pub protocol: super::Protocol,
+    pub protocol: super::signal::Protocol,
     /// The signal's route (`/v1/metrics`, `/v1/logs`, `/v1/traces`, whatever prefix the
     /// request had), or "other".
     pub path: &'static str,
@@ -235,7 +235,7 @@ pub struct CostToday {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReceiverStats {
     /// Requests by transport, route and (HTTP or HTTP-equivalent) status.
-    pub requests: BTreeMap<(super::Protocol, &'static str, u16), u64>,
+    pub requests: BTreeMap<(super::signal::Protocol, &'static str, u16), u64>,
     pub points_accepted: BTreeMap<Signal, u64>,
     pub points_dropped: BTreeMap<&'static str, u64>,
     pub decode_errors: BTreeMap<&'static str, u64>,
