@@ -15,7 +15,6 @@
 //! `VIBE_TEST_CCUSAGE`, default `target/test-deps/ccusage/node_modules/.bin/ccusage`).
 //! The corpus is generated once into `target/bench-corpus/` by scripts/gen_claude_corpus.py.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,15 +32,7 @@ fn repo() -> PathBuf {
 }
 
 fn tail_settings(home: &Path, state: &Path) -> TailSettings {
-    TailSettings {
-        homes: vec![home.to_string_lossy().into_owned()],
-        state_dir: state.to_owned(),
-        max_line_bytes: 8 << 20,
-        reconcile_interval: Duration::from_secs(3600),
-        save_interval: Duration::from_secs(3600),
-        active_window: Duration::from_secs(300),
-        prices: BTreeMap::new(),
-    }
+    TailSettings::for_homes(vec![home.to_string_lossy().into_owned()], state)
 }
 
 /// Child mode: one cold scan; prints `lines bytes input output cache_creation cache_read`.
@@ -195,7 +186,7 @@ fn append_latency(home: &Path) -> (f64, f64, f64) {
     rt.block_on(async {
         let state = tempfile::tempdir().unwrap();
         let text = format!(
-            "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\n[agent]\nstate_dir = {:?}\n\
+            "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\nstatusline = \"\"\n[agent]\nstate_dir = {:?}\n\
              [systemd]\nunits = []\n[host]\npaths = []\ninterval = \"1h\"\n\
              [claude]\nhomes = [{:?}]\nreconcile_interval = \"1h\"\nsave_interval = \"10s\"\n",
             state.path(),

@@ -6,7 +6,8 @@
 //! into typed values. Errors name the file, line and column and say what to write instead.
 //! This module owns `[listen]` and `[agent]`; every other section is its source's
 //! `settings` module (its serde mirror, defaults and validation), which this one only
-//! embeds and calls. It does no I/O besides reading the one file it is given.
+//! embeds and calls. It does no I/O besides reading the one file it is given (and, through
+//! the transcripts' settings, the price file it names).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,13 @@ pub struct FileListen {
     pub otlp: Option<String>,
     /// OTLP/gRPC receiver, e.g. "127.0.0.1:4317"; "" turns it off.
     pub otlp_grpc: Option<String>,
+    /// Unix socket `vibe-agent statusline` asks, e.g. "/run/vibe-agent/statusline.sock";
+    /// "" turns it off.
+    pub statusline: Option<PathBuf>,
 }
+
+/// Default of `listen.statusline` (systemd's `RuntimeDirectory=vibe-agent`).
+pub const DEFAULT_STATUSLINE_SOCKET: &str = "/run/vibe-agent/statusline.sock";
 
 /// Serde mirror of `[agent]`.
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +91,8 @@ pub struct Settings {
     pub otlp_addr: Option<SocketAddr>,
     /// `listen.otlp_grpc`; `None` when turned off.
     pub otlp_grpc_addr: Option<SocketAddr>,
+    /// `listen.statusline`; `None` when turned off.
+    pub statusline_socket: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub services: Vec<ServiceSettings>,
@@ -239,6 +248,21 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         "" => None,
         s => Some(parse_addr(path, "listen.otlp_grpc", s)?),
     };
+    let statusline_socket = match listen.statusline {
+        None => Some(PathBuf::from(DEFAULT_STATUSLINE_SOCKET)),
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) if p.is_relative() => {
+            return Err(invalid(
+                path,
+                "listen.statusline",
+                format!(
+                    "\"{}\" is relative; write an absolute path such as \"{DEFAULT_STATUSLINE_SOCKET}\" (\"\" turns it off)",
+                    p.display()
+                ),
+            ));
+        }
+        Some(p) => Some(p),
+    };
 
     let agent = file.agent.unwrap_or_default();
     let state_dir = agent
@@ -262,6 +286,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         metrics_addr,
         otlp_addr,
         otlp_grpc_addr,
+        statusline_socket,
         state_dir,
         log_level,
         services,

@@ -68,8 +68,78 @@ pub fn families(t: &TranscriptTotals, out: &mut Vec<MetricFamily>) {
         "vibe_claude_block_end_timestamp_seconds",
         "End of the current 5-hour billing block.",
     );
+    let mut project_tokens = Family::counter(
+        "vibe_claude_project_tokens_total",
+        "Tokens of deduplicated Claude API responses per project (the directory under projects/, as ccusage names it), by type; projects beyond claude.max_projects are counted as \"other\".",
+    );
+    let mut project_cost = Family::counter(
+        "vibe_claude_project_cost_usd_total",
+        "Cost of Claude API responses per project, in USD.",
+    );
+    let mut project_messages = Family::counter(
+        "vibe_claude_project_messages_total",
+        "Deduplicated Claude API responses per project.",
+    );
+    let mut project_overflow = Family::counter(
+        "vibe_claude_project_overflow_messages_total",
+        "Responses counted under project=\"other\" because the user had claude.max_projects projects already.",
+    );
+    let mut today_cost = Family::gauge(
+        "vibe_claude_today_cost_usd",
+        "Cost of the user's Claude API responses since local midnight (otlp.time_zone), from transcripts (ccusage daily's today).",
+    );
+    let mut today_tokens = Family::gauge(
+        "vibe_claude_today_tokens",
+        "Tokens of the user's Claude API responses since local midnight, by type, from transcripts.",
+    );
+    let mut burn_tokens = Family::gauge(
+        "vibe_claude_block_burn_rate_tokens_per_minute",
+        "Tokens (all four types) per minute of the current 5-hour block, over its first to last response (ccusage's burnRate.tokensPerMinute); absent when none.",
+    );
+    let mut burn_cost = Family::gauge(
+        "vibe_claude_block_burn_rate_usd_per_hour",
+        "Cost per hour of the current 5-hour block (ccusage's burnRate.costPerHour); absent when none.",
+    );
+    let mut projected_tokens = Family::gauge(
+        "vibe_claude_block_projected_tokens",
+        "Tokens the current block reaches at its end at the current burn rate (ccusage's projection.totalTokens, unrounded).",
+    );
+    let mut projected_cost = Family::gauge(
+        "vibe_claude_block_projected_cost_usd",
+        "Cost the current block reaches at its end at the current burn rate (ccusage's projection.totalCost, unrounded).",
+    );
     for (user, u) in &t.users {
         let user = user.as_str();
+        for (project, p) in &u.projects {
+            let project = project.as_str();
+            for (kind, n) in p.tokens.by_type() {
+                project_tokens.sample(
+                    &[("user", user), ("project", project), ("type", kind)],
+                    n as f64,
+                );
+            }
+            let l = [("user", user), ("project", project)];
+            project_cost.sample(&l, p.cost_usd);
+            project_messages.sample(&l, p.messages as f64);
+        }
+        if !u.projects.is_empty() {
+            project_overflow.sample(&[("user", user)], u.project_overflow as f64);
+        }
+        today_cost.sample(&[("user", user)], u.today.cost_usd);
+        for (kind, n) in u.today.tokens.by_type() {
+            today_tokens.sample(&[("user", user), ("type", kind)], n as f64);
+        }
+        if let Some(b) = &u.block
+            && let Some(rate) = b.burn_rate()
+        {
+            let l = [("user", user)];
+            burn_tokens.sample(&l, rate.tokens_per_minute);
+            burn_cost.sample(&l, rate.cost_usd_per_hour);
+            if let Some(p) = b.projection(t.at) {
+                projected_tokens.sample(&l, p.tokens);
+                projected_cost.sample(&l, p.cost_usd);
+            }
+        }
         for (model, m) in &u.models {
             let model = model.as_str();
             for (kind, n) in m.tokens.by_type() {
@@ -121,6 +191,16 @@ pub fn families(t: &TranscriptTotals, out: &mut Vec<MetricFamily>) {
         block_tokens,
         block_start,
         block_end,
+        project_tokens,
+        project_cost,
+        project_messages,
+        project_overflow,
+        today_cost,
+        today_tokens,
+        burn_tokens,
+        burn_cost,
+        projected_tokens,
+        projected_cost,
     ] {
         f.finish(out);
     }

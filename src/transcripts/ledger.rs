@@ -16,7 +16,12 @@
 //! 3 MB for a 1 GB history. Totals are kept: deleting transcripts never lowers a counter.
 //! Sessions are kept as 8-byte hashes with their last activity time (a few thousand per user).
 //! Responses of the last [`RECENT_HORIZON_SECS`] are kept (time, tokens, cost) to compute the
-//! current billing block.
+//! current billing block, its burn rate and projection, and today's figures.
+//!
+//! Projects. Each response is also counted under its project (the directory Claude Code
+//! writes under `projects/`, the name ccusage's `--instances` shows), at most
+//! `max_projects` per user: responses of further projects go to [`OTHER_PROJECT`] and are
+//! counted in `project_overflow`, so the label's cardinality has a limit.
 //!
 //! Pure: time is passed in, no I/O.
 
@@ -34,9 +39,32 @@ pub type FileId = u32;
 /// Length of a ccusage billing block.
 pub const BLOCK_SECS: f64 = 5.0 * 3600.0;
 
-/// How far back responses are kept to find the current billing block. A block chain that
-/// runs without a 5-hour gap for longer than this starts at the oldest kept response.
-pub const RECENT_HORIZON_SECS: f64 = 24.0 * 3600.0;
+/// How far back responses are kept to find the current billing block and today's figures
+/// (a local day is at most 25 hours). A block chain that runs without a 5-hour gap for
+/// longer than this starts at the oldest kept response.
+pub const RECENT_HORIZON_SECS: f64 = 30.0 * 3600.0;
+
+/// The project value that collects the projects beyond the cap.
+pub const OTHER_PROJECT: &str = "other";
+
+/// Per-project totals of one user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectTotals {
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+    /// Deduplicated API responses.
+    pub messages: u64,
+}
+
+/// Figures of one local day (today): tokens and cost of the responses written in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct DayTotals {
+    /// Local midnight that starts the day.
+    pub start: f64,
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+    pub messages: u64,
+}
 
 /// Per-model totals of one user.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +97,13 @@ pub struct UserLedger {
     pub last_activity: Option<f64>,
     /// Responses of the last [`RECENT_HORIZON_SECS`] before the newest one, by time.
     pub recent: Vec<RecentResponse>,
+    /// Totals per project (see the module doc); empty when the project label is off.
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectTotals>,
+    /// Responses counted under [`OTHER_PROJECT`] because the user had `max_projects`
+    /// projects already.
+    #[serde(default)]
+    pub project_overflow: u64,
     /// Tokens per (UTC day number, model), only when day tracking is on (tests, tools).
     #[serde(skip)]
     pub days: BTreeMap<(i64, String), Tokens>,
@@ -81,6 +116,64 @@ pub struct Block {
     pub end: f64,
     pub tokens: Tokens,
     pub cost_usd: f64,
+    /// Times of the block's first and last responses.
+    pub first_at: f64,
+    pub last_at: f64,
+    /// Responses in the block.
+    pub messages: u64,
+}
+
+/// How fast a block spends, by ccusage's definition (`calculateBurnRate`): the block's
+/// tokens (all four types) and cost over the time from its first to its last response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct BurnRate {
+    pub tokens_per_minute: f64,
+    /// Input and output tokens only (ccusage's `tokensPerMinuteForIndicator`).
+    pub tokens_per_minute_for_indicator: f64,
+    pub cost_usd_per_hour: f64,
+}
+
+/// Where the block ends up if it keeps burning at its rate (ccusage 20's projection: the
+/// time left rounded to whole minutes, times the burn rate; before ccusage rounds the
+/// totals for display).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Projection {
+    pub tokens: f64,
+    pub cost_usd: f64,
+    pub remaining_minutes: f64,
+}
+
+impl Block {
+    /// Tokens of all four types (ccusage's `getTotalTokens`).
+    pub fn total_tokens(&self) -> u64 {
+        let t = &self.tokens;
+        t.input + t.output + t.cache_creation + t.cache_read
+    }
+
+    /// The burn rate; `None` when the block's responses span no time (ccusage: null).
+    pub fn burn_rate(&self) -> Option<BurnRate> {
+        let minutes = (self.last_at - self.first_at) / 60.0;
+        if self.messages == 0 || minutes <= 0.0 {
+            return None;
+        }
+        Some(BurnRate {
+            tokens_per_minute: self.total_tokens() as f64 / minutes,
+            tokens_per_minute_for_indicator: (self.tokens.input + self.tokens.output) as f64
+                / minutes,
+            cost_usd_per_hour: self.cost_usd / minutes * 60.0,
+        })
+    }
+
+    /// The projection at the block's end, as of `now`.
+    pub fn projection(&self, now: f64) -> Option<Projection> {
+        let rate = self.burn_rate()?;
+        let remaining_minutes = ((self.end - now) / 60.0).max(0.0).round();
+        Some(Projection {
+            tokens: self.total_tokens() as f64 + rate.tokens_per_minute * remaining_minutes,
+            cost_usd: self.cost_usd + rate.cost_usd_per_hour / 60.0 * remaining_minutes,
+            remaining_minutes,
+        })
+    }
 }
 
 impl UserLedger {
@@ -104,6 +197,8 @@ impl UserLedger {
                 Some((b, last)) if r.at - b.start <= BLOCK_SECS && r.at - *last <= BLOCK_SECS => {
                     b.tokens.add(&r.tokens);
                     b.cost_usd += r.cost_usd;
+                    b.messages += 1;
+                    b.last_at = r.at;
                     *last = r.at;
                 }
                 _ => {
@@ -114,6 +209,9 @@ impl UserLedger {
                             end: start + BLOCK_SECS,
                             tokens: r.tokens,
                             cost_usd: r.cost_usd,
+                            first_at: r.at,
+                            last_at: r.at,
+                            messages: 1,
                         },
                         r.at,
                     ));
@@ -122,6 +220,22 @@ impl UserLedger {
         }
         let (b, last) = block?;
         (now < b.end && now - last < BLOCK_SECS).then_some(b)
+    }
+
+    /// Tokens and cost of the responses in `[start, end)` (a local day that began at most
+    /// [`RECENT_HORIZON_SECS`] before the newest response).
+    pub fn day_totals(&self, start: f64, end: f64) -> DayTotals {
+        let mut d = DayTotals {
+            start,
+            ..DayTotals::default()
+        };
+        let from = self.recent.partition_point(|r| r.at < start);
+        for r in self.recent[from..].iter().take_while(|r| r.at < end) {
+            d.tokens.add(&r.tokens);
+            d.cost_usd += r.cost_usd;
+            d.messages += 1;
+        }
+        d
     }
 
     fn remember_recent(&mut self, r: RecentResponse) {
@@ -145,6 +259,8 @@ pub struct Ledger {
     /// Response key → the file that counted it.
     keys: HashMap<u64, FileId>,
     track_days: bool,
+    /// Distinct projects kept per user; `None`: projects are not tracked (label off).
+    max_projects: Option<usize>,
 }
 
 /// What the ledger persists (keys are saved per file by the caller).
@@ -161,7 +277,19 @@ impl Ledger {
             users: BTreeMap::new(),
             keys: HashMap::new(),
             track_days: false,
+            max_projects: None,
         }
+    }
+
+    /// Also counts per project, at most `max` projects per user (see the module doc).
+    pub fn with_projects(mut self, max: usize) -> Self {
+        self.max_projects = Some(max);
+        self
+    }
+
+    /// The price table in use.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
     }
 
     /// Also keeps tokens per UTC day and model (for agreement checks against ccusage).
@@ -179,8 +307,8 @@ impl Ledger {
         self.keys.len()
     }
 
-    /// Folds one parsed line of `file`, owned by `user`.
-    pub fn apply(&mut self, user: &str, file: FileId, line: &Line<'_>) {
+    /// Folds one parsed line of `file`, owned by `user`, in `project`.
+    pub fn apply(&mut self, user: &str, file: FileId, project: &str, line: &Line<'_>) {
         let u = match self.users.get_mut(user) {
             Some(u) => u,
             None => self.users.entry(user.to_string()).or_default(),
@@ -245,6 +373,21 @@ impl Ledger {
         match cost {
             Some(c) => m.cost_usd += c,
             None => m.unpriced_messages += 1,
+        }
+        if let Some(max) = self.max_projects {
+            let key = if u.projects.contains_key(project) || u.projects.len() < max {
+                project
+            } else {
+                u.project_overflow += 1;
+                OTHER_PROJECT
+            };
+            let p = match u.projects.get_mut(key) {
+                Some(p) => p,
+                None => u.projects.entry(key.to_string()).or_default(),
+            };
+            p.tokens.add(&r.tokens);
+            p.cost_usd += cost.unwrap_or(0.0);
+            p.messages += 1;
         }
         let at = line.timestamp.unwrap_or(0.0);
         if self.track_days {
@@ -313,7 +456,7 @@ mod tests {
 
     fn feed(l: &mut Ledger, user: &str, file: FileId, lines: &[String]) {
         for line in lines {
-            l.apply(user, file, &parse(line.as_bytes()).unwrap());
+            l.apply(user, file, "-proj", &parse(line.as_bytes()).unwrap());
         }
     }
 

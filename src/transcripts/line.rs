@@ -118,6 +118,29 @@ pub struct Response<'a> {
     pub api_error: bool,
 }
 
+impl Line<'_> {
+    /// The same facts, owning their strings (to hand a parsed line to another thread).
+    pub fn into_owned(self) -> Line<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Line {
+            session_id: self.session_id.map(own),
+            timestamp: self.timestamp,
+            event: match self.event {
+                Event::Response(r) => Event::Response(Response {
+                    dedupe_key: r.dedupe_key,
+                    model: own(r.model),
+                    tokens: r.tokens,
+                    cost_usd: r.cost_usd,
+                    tool_uses: r.tool_uses.into_iter().map(own).collect(),
+                    api_error: r.api_error,
+                }),
+                Event::Prompt => Event::Prompt,
+                Event::Other => Event::Other,
+            },
+        }
+    }
+}
+
 /// The dedupe key of a response.
 pub fn dedupe_key(message_id: &str, request_id: &str) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3Default::new();

@@ -44,7 +44,7 @@ pub mod state;
 pub mod tail;
 
 pub use error::TranscriptError;
-pub use ledger::{Block, ModelTotals};
+pub use ledger::{Block, DayTotals, ModelTotals, ProjectTotals};
 pub use settings::ClaudeSettings;
 pub use state::{TailStats, TranscriptTotals, UserTotals};
 pub use tail::{TailSettings, spawn};

@@ -1,5 +1,16 @@
-//! The price of a response: an embedded table of Anthropic list prices per model, which the
-//! config may override or extend, and the cost formula.
+//! The price of a response: an embedded table of Anthropic list prices per model, which a
+//! price file (`claude.prices_file`) and the config's `[claude.prices]` may override or
+//! extend, and the cost formula.
+//!
+//! A price file is JSON in one of two formats, told apart by its keys: LiteLLM's
+//! `model_prices_and_context_window.json` (what ccusage reads; USD per token:
+//! `input_cost_per_token`, `output_cost_per_token`, `cache_creation_input_token_cost`,
+//! `cache_read_input_token_cost`, `cache_creation_input_token_cost_above_1hr` and the
+//! `*_above_200k_tokens` tier), or the agent's own table (`{"model": {"input": 3, "output":
+//! 15, ...}}`, USD per million tokens, the keys of `[claude.prices]`). In LiteLLM's file, a
+//! missing cache price is zero, as ccusage takes it; entries without token prices (image
+//! models, `sample_spec`) are skipped. [`parse_price_file`] is pure; the config reads the
+//! file and refuses a malformed one.
 //!
 //! Prices are the ones ccusage 20.0.24 uses offline (LiteLLM's table), so the agent and
 //! ccusage agree on cost to the last few ulps: input, output, cache writes (5-minute at 1.25×
@@ -123,6 +134,26 @@ pub struct PriceOverride {
 }
 
 impl PriceOverride {
+    /// The first price that is negative or not finite, with its field.
+    pub fn validate(&self) -> Result<(), (&'static str, f64)> {
+        let fields = [
+            ("input", Some(self.input)),
+            ("output", Some(self.output)),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
+            ("cache_read", self.cache_read),
+            ("web_search", self.web_search),
+        ];
+        for (name, v) in fields {
+            if let Some(v) = v
+                && !(v >= 0.0 && v.is_finite())
+            {
+                return Err((name, v));
+            }
+        }
+        Ok(())
+    }
+
     fn to_price(self) -> ModelPrice {
         let usual = Rates::per_million(self.input, self.output);
         ModelPrice {
@@ -154,13 +185,168 @@ impl Default for PriceTable {
     }
 }
 
+/// Largest price file accepted (LiteLLM's is about 1.5 MB).
+pub const MAX_PRICE_FILE_BYTES: usize = 32 << 20;
+
+/// Why a price file was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PriceFileError {
+    #[error(
+        "not a JSON object of models ({0}); write LiteLLM's model_prices_and_context_window.json or the agent's table ({{\"model\": {{\"input\": 3, \"output\": 15}}}})"
+    )]
+    NotJson(String),
+    #[error("model \"{model}\": {field} is {value}, not a price (a number of USD at or above 0)")]
+    BadPrice {
+        model: String,
+        field: String,
+        value: String,
+    },
+    #[error("model \"{model}\": {message}")]
+    BadEntry { model: String, message: String },
+    #[error(
+        "holds no model with token prices (input_cost_per_token and output_cost_per_token, or input and output)"
+    )]
+    Empty,
+    #[error("is larger than {MAX_PRICE_FILE_BYTES} bytes")]
+    TooLarge,
+}
+
+/// The LiteLLM fields read, with where each goes.
+const LITELLM_FIELDS: [&str; 10] = [
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr",
+    "cache_read_input_token_cost",
+    "input_cost_per_token_above_200k_tokens",
+    "output_cost_per_token_above_200k_tokens",
+    "cache_creation_input_token_cost_above_200k_tokens",
+    "cache_read_input_token_cost_above_200k_tokens",
+    "cache_creation_input_token_cost_above_1hr_above_200k_tokens",
+];
+
+/// Parses a price file (see the module doc for the two formats).
+pub fn parse_price_file(bytes: &[u8]) -> Result<BTreeMap<String, ModelPrice>, PriceFileError> {
+    if bytes.len() > MAX_PRICE_FILE_BYTES {
+        return Err(PriceFileError::TooLarge);
+    }
+    let doc: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| PriceFileError::NotJson(e.to_string()))?;
+    // LiteLLM's entries name prices `*_cost*` and carry `litellm_provider`; the agent's
+    // own table has neither.
+    let litellm = doc.values().any(|v| {
+        v.as_object().is_some_and(|o| {
+            o.keys()
+                .any(|k| k.contains("_cost") || k == "litellm_provider")
+        })
+    });
+    let mut out = BTreeMap::new();
+    for (model, v) in doc {
+        let price = if litellm {
+            match litellm_price(&model, &v)? {
+                Some(p) => p,
+                None => continue,
+            }
+        } else {
+            let o: PriceOverride =
+                serde_json::from_value(v).map_err(|e| PriceFileError::BadEntry {
+                    model: model.clone(),
+                    message: e.to_string(),
+                })?;
+            o.validate()
+                .map_err(|(field, value)| PriceFileError::BadPrice {
+                    model: model.clone(),
+                    field: field.to_string(),
+                    value: value.to_string(),
+                })?;
+            o.to_price()
+        };
+        out.insert(model, price);
+    }
+    if out.is_empty() {
+        return Err(PriceFileError::Empty);
+    }
+    Ok(out)
+}
+
+/// One LiteLLM entry; `None` when it has no token prices (not a chat model).
+fn litellm_price(model: &str, v: &serde_json::Value) -> Result<Option<ModelPrice>, PriceFileError> {
+    let Some(o) = v.as_object() else {
+        return Ok(None);
+    };
+    let mut f = [None; LITELLM_FIELDS.len()];
+    for (i, name) in LITELLM_FIELDS.iter().enumerate() {
+        match o.get(*name) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(x) => match x.as_f64() {
+                Some(p) if p >= 0.0 && p.is_finite() => f[i] = Some(p),
+                _ => {
+                    return Err(PriceFileError::BadPrice {
+                        model: model.to_string(),
+                        field: (*name).to_string(),
+                        value: x.to_string(),
+                    });
+                }
+            },
+        }
+    }
+    let [
+        Some(input),
+        Some(output),
+        cw,
+        cw1h,
+        cr,
+        li,
+        lo,
+        lcw,
+        lcr,
+        lcw1h,
+    ] = f
+    else {
+        return Ok(None);
+    };
+    let cache_write_5m = cw.unwrap_or(0.0);
+    let base = Rates {
+        input,
+        output,
+        cache_write_5m,
+        cache_write_1h: cw1h.unwrap_or(cache_write_5m),
+        cache_read: cr.unwrap_or(0.0),
+    };
+    let long_context = [li, lo, lcw, lcr, lcw1h]
+        .iter()
+        .any(Option::is_some)
+        .then(|| Rates {
+            input: li.unwrap_or(base.input),
+            output: lo.unwrap_or(base.output),
+            cache_write_5m: lcw.unwrap_or(base.cache_write_5m),
+            cache_write_1h: lcw1h.unwrap_or(base.cache_write_1h),
+            cache_read: lcr.unwrap_or(base.cache_read),
+        });
+    Ok(Some(ModelPrice {
+        base,
+        long_context,
+        web_search: WEB_SEARCH_USD,
+    }))
+}
+
 impl PriceTable {
     /// The embedded prices, with `overrides` (keyed by model id or family) replacing them.
     pub fn new(overrides: &BTreeMap<String, PriceOverride>) -> Self {
+        Self::with_file(&BTreeMap::new(), overrides)
+    }
+
+    /// The embedded prices, then a price file's, then the config's overrides, each
+    /// replacing the same model's earlier price.
+    pub fn with_file(
+        file: &BTreeMap<String, ModelPrice>,
+        overrides: &BTreeMap<String, PriceOverride>,
+    ) -> Self {
         let mut prices: BTreeMap<String, ModelPrice> = EMBEDDED
             .iter()
             .map(|(name, p)| ((*name).to_string(), *p))
             .collect();
+        prices.extend(file.iter().map(|(k, v)| (k.clone(), *v)));
         for (name, o) in overrides {
             prices.insert(name.clone(), o.to_price());
         }
@@ -300,6 +486,63 @@ mod tests {
             );
         }
         assert_eq!(t.cost("claude-fable-9", &tokens(m, 0, 0, 0, 0)), None);
+    }
+
+    #[test]
+    fn a_litellm_file_prices_per_token_with_tiers_and_skips_non_token_entries() {
+        let file = br#"{
+            "sample_spec": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "max_tokens": "LEGACY", "litellm_provider": "one of https://docs.litellm.ai/docs/providers"},
+            "claude-sonnet-4-20250514": {"input_cost_per_token": 6e-06, "output_cost_per_token": 3e-05, "cache_creation_input_token_cost": 7.5e-06, "cache_creation_input_token_cost_above_1hr": 1.2e-05, "cache_read_input_token_cost": 6e-07, "input_cost_per_token_above_200k_tokens": 1.2e-05, "litellm_provider": "anthropic", "mode": "chat", "max_input_tokens": 1000000},
+            "claude-fable-9": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, "litellm_provider": "anthropic"},
+            "dall-e-3": {"input_cost_per_pixel": 1e-08, "output_cost_per_pixel": 0.0, "mode": "image_generation"}
+        }"#;
+        let parsed = parse_price_file(file).unwrap();
+        assert!(!parsed.contains_key("dall-e-3"));
+        let t = PriceTable::with_file(&parsed, &BTreeMap::new());
+        let m = 1_000_000;
+        // Twice the list price, as the file says, for the dated id...
+        let c = t
+            .cost("claude-sonnet-4-20250514", &tokens(m, m, m, 0, m))
+            .unwrap();
+        assert!(
+            (c - (6.0 * 0.2 + 12.0 * 0.8 + 30.0 + 7.5 + 0.6)).abs() < 1e-9,
+            "{c}"
+        );
+        let c = t
+            .cost("claude-sonnet-4-20250514", &tokens(0, 0, m, m, 0))
+            .unwrap();
+        assert!((c - 12.0).abs() < 1e-9, "1h writes: {c}");
+        // ...the family keeps the embedded price; a new model gets one; cache prices the
+        // file leaves out are zero, as ccusage reads them.
+        assert_eq!(
+            t.cost("claude-sonnet-4", &tokens(100_000, 0, 0, 0, 0)),
+            Some(0.3)
+        );
+        let c = t.cost("claude-fable-9", &tokens(m, m, m, 0, m)).unwrap();
+        assert!((c - 3.0).abs() < 1e-9, "{c}");
+    }
+
+    #[test]
+    fn malformed_price_files_are_refused_with_the_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"[1, 2]", "not a JSON object of models"),
+            (b"{\"claude-x\": {\"input_cost_per_token\": \"3e-06\", \"output_cost_per_token\": 1e-05}}", "model \"claude-x\": input_cost_per_token is \"3e-06\""),
+            (b"{\"claude-x\": {\"input_cost_per_token\": -1, \"output_cost_per_token\": 1e-05}}", "input_cost_per_token is -1"),
+            (b"{\"claude-x\": {\"input\": 3, \"outptu\": 15}}", "unknown field `outptu`"),
+            (b"{\"claude-x\": {\"input\": 3, \"output\": -15}}", "output is -15"),
+            (b"{\"dall-e-3\": {\"input_cost_per_pixel\": 1e-08}}", "holds no model with token prices"),
+            (b"{\"claude-x\": {\"input\": 3, ", "not a JSON object"),
+        ];
+        for (text, want) in cases {
+            let e = parse_price_file(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(text));
+        }
+        let own = parse_price_file(br#"{"claude-fable-9": {"input": 2, "output": 10}}"#).unwrap();
+        let t = PriceTable::with_file(&own, &BTreeMap::new());
+        assert_eq!(
+            t.cost("claude-fable-9", &tokens(1_000_000, 0, 0, 0, 0)),
+            Some(2.0)
+        );
     }
 
     #[test]

@@ -10,15 +10,21 @@
 //! reconcile_interval = "30s"
 //! save_interval = "10s"
 //! active_window = "5m"
+//! prices_file = "/etc/vibe-agent/model_prices_and_context_window.json"
+//! project_label = true
+//! max_projects = 100
 //! ```
+//!
+//! Validation reads the price file (`prices_file`), so a malformed one is refused at start,
+//! by `config check` and on reload, with the model and field that are wrong.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::prices::PriceOverride;
+use super::prices::{ModelPrice, PriceOverride, PriceTable};
 use crate::config::error::{ConfigError, invalid};
 
 /// Serde mirror of `[claude]`.
@@ -40,9 +46,20 @@ pub struct FileClaude {
     /// A session is active when it wrote a line this recently, e.g. "5m".
     #[serde(default, with = "humantime_serde")]
     pub active_window: Option<Duration>,
-    /// Prices per model id or family, USD per million tokens; replace the embedded ones.
+    /// Prices per model id or family, USD per million tokens; replace the embedded ones
+    /// and the price file's.
     pub prices: Option<BTreeMap<String, PriceOverride>>,
+    /// A price file: LiteLLM's model_prices_and_context_window.json or the agent's own table
+    /// (JSON); read at start and on reload, replacing the embedded prices it names.
+    pub prices_file: Option<PathBuf>,
+    /// Count tokens and cost per project (the `project` label); default true.
+    pub project_label: Option<bool>,
+    /// Distinct projects per user before the rest are counted as `other`, e.g. 100.
+    pub max_projects: Option<usize>,
 }
+
+/// Default of `claude.max_projects`.
+pub const DEFAULT_MAX_PROJECTS: usize = 100;
 
 /// The validated `[claude]` settings of the transcript tailer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,6 +74,19 @@ pub struct ClaudeSettings {
     #[serde(with = "humantime_serde")]
     pub active_window: Duration,
     pub prices: BTreeMap<String, PriceOverride>,
+    pub prices_file: Option<PathBuf>,
+    /// The price file's prices, read when the settings were validated.
+    #[serde(skip)]
+    pub file_prices: BTreeMap<String, ModelPrice>,
+    pub project_label: bool,
+    pub max_projects: usize,
+}
+
+impl ClaudeSettings {
+    /// The prices: embedded, then the price file's, then `[claude.prices]`.
+    pub fn price_table(&self) -> PriceTable {
+        PriceTable::with_file(&self.file_prices, &self.prices)
+    }
 }
 
 impl Default for ClaudeSettings {
@@ -88,6 +118,45 @@ pub fn validate(claude: FileClaude, path: &Path) -> Result<ClaudeSettings, Confi
             "write max_line_bytes of at least 4096 and a reconcile_interval of at least \"50ms\"",
         ));
     }
+    let max_projects = claude.max_projects.unwrap_or(DEFAULT_MAX_PROJECTS);
+    if max_projects == 0 {
+        return Err(invalid(
+            path,
+            "claude.max_projects",
+            "write at least 1 (set claude.project_label = false to turn the label off)",
+        ));
+    }
+    for (model, o) in claude.prices.iter().flatten() {
+        if let Err((field, v)) = o.validate() {
+            return Err(invalid(
+                path,
+                format!("claude.prices.\"{model}\".{field}"),
+                format!("{v} is not a price; write USD per million tokens, 0 or more"),
+            ));
+        }
+    }
+    let file_prices = match &claude.prices_file {
+        None => BTreeMap::new(),
+        Some(file) => {
+            let bytes = std::fs::read(file).map_err(|e| {
+                invalid(
+                    path,
+                    "claude.prices_file",
+                    format!(
+                        "cannot read {}: {e}; download LiteLLM's model_prices_and_context_window.json there or remove the key",
+                        file.display()
+                    ),
+                )
+            })?;
+            super::prices::parse_price_file(&bytes).map_err(|e| {
+                invalid(
+                    path,
+                    "claude.prices_file",
+                    format!("{}: {e}", file.display()),
+                )
+            })?
+        }
+    };
     Ok(ClaudeSettings {
         homes: claude_homes,
         max_line_bytes: claude_max_line_bytes,
@@ -95,5 +164,9 @@ pub fn validate(claude: FileClaude, path: &Path) -> Result<ClaudeSettings, Confi
         save_interval: claude_save_interval,
         active_window: claude_active_window,
         prices: claude.prices.unwrap_or_default(),
+        prices_file: claude.prices_file,
+        file_prices,
+        project_label: claude.project_label.unwrap_or(true),
+        max_projects,
     })
 }

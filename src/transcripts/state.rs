@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::ledger::{Block, ModelTotals};
+use super::ledger::{Block, DayTotals, ModelTotals, ProjectTotals};
 
 /// What the model holds: the totals per user, and how the tailer is doing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -31,6 +31,12 @@ pub struct UserTotals {
     pub active_sessions: u64,
     pub last_activity: Option<f64>,
     pub block: Option<Block>,
+    /// Per project (empty when the project label is off).
+    pub projects: BTreeMap<String, ProjectTotals>,
+    /// Responses counted under `other` because of the project cap.
+    pub project_overflow: u64,
+    /// Since local midnight (in the configured time zone).
+    pub today: DayTotals,
 }
 
 /// The tailer's own figures (since the agent started).

@@ -34,9 +34,9 @@ use tokio::task::JoinSet;
 
 use super::error::TranscriptError;
 use super::ledger::{FileId, Ledger};
-use super::line::{self, SkipReason};
+use super::line::{self, Line, SkipReason};
 use super::persist::{self, FileRecord, SavedState};
-use super::prices::{PriceOverride, PriceTable};
+use super::prices::PriceTable;
 use super::state::{TailStats, TranscriptTotals, UserTotals};
 use crate::common::{Source, unix_now};
 use crate::config::Settings;
@@ -55,6 +55,12 @@ const PUBLISH_TICK: Duration = Duration::from_secs(1);
 /// notify emits a new directory's event before its watch lands: files written in between
 /// are found by scanning the directory (and re-evaluating the homes) again after these delays.
 const RESCAN_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(2)];
+/// Reader threads of a large read (the first read of a history), at most.
+const MAX_READERS: usize = 8;
+/// Below this many new bytes, files are read one after the other on the tailer's thread.
+const PARALLEL_MIN_BYTES: u64 = 8 << 20;
+/// Parsed chunks per reader that may wait for the ledger.
+const PARSED_CHUNKS_QUEUED: usize = 2;
 /// How long stopping the source waits for the tailer's final save.
 const STOP_WAIT: Duration = Duration::from_secs(3);
 
@@ -69,7 +75,16 @@ pub struct TailSettings {
     pub save_interval: Duration,
     /// A session is active when it wrote a line this recently.
     pub active_window: Duration,
-    pub prices: BTreeMap<String, PriceOverride>,
+    /// The prices: the embedded table, `claude.prices_file` and `claude.prices` on top.
+    pub prices: PriceTable,
+    /// Distinct projects counted per user (`claude.max_projects`); `None`: the project label
+    /// is off (`claude.project_label = false`).
+    pub max_projects: Option<usize>,
+    /// The time zone of "today" (`otlp.time_zone`, shared with the telemetry).
+    pub time_zone: jiff::tz::TimeZone,
+    /// Reader threads of a large read (the first read of a history); 1 reads on the
+    /// tailer's thread only.
+    pub readers: usize,
 }
 
 impl TailSettings {
@@ -81,9 +96,36 @@ impl TailSettings {
             reconcile_interval: s.claude.reconcile_interval,
             save_interval: s.claude.save_interval,
             active_window: s.claude.active_window,
-            prices: s.claude.prices.clone(),
+            prices: s.claude.price_table(),
+            max_projects: s.claude.project_label.then_some(s.claude.max_projects),
+            time_zone: s.otlp.zone(),
+            readers: default_readers(),
         }
     }
+
+    /// Settings for a scan of `homes` (tools, tests, benchmarks): the defaults of the
+    /// config, the state in `state_dir`, the UTC day.
+    pub fn for_homes(homes: Vec<String>, state_dir: &Path) -> Self {
+        Self {
+            homes,
+            state_dir: state_dir.to_owned(),
+            max_line_bytes: 8 << 20,
+            reconcile_interval: Duration::from_secs(3600),
+            save_interval: Duration::from_secs(3600),
+            active_window: Duration::from_secs(300),
+            prices: PriceTable::default(),
+            max_projects: Some(super::settings::DEFAULT_MAX_PROJECTS),
+            time_zone: jiff::tz::TimeZone::UTC,
+            readers: default_readers(),
+        }
+    }
+}
+
+/// One reader per core, at most [`MAX_READERS`].
+pub fn default_readers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_READERS)
 }
 
 /// Messages to the tailer thread.
@@ -119,7 +161,10 @@ pub struct TranscriptTail {
 impl TranscriptTail {
     /// A tailer with no persisted state and no watcher (scans only).
     pub fn new(settings: TailSettings) -> Self {
-        let ledger = Ledger::new(PriceTable::new(&settings.prices));
+        let mut ledger = Ledger::new(settings.prices.clone());
+        if let Some(max) = settings.max_projects {
+            ledger = ledger.with_projects(max);
+        }
         Self {
             settings,
             ledger,
@@ -228,6 +273,7 @@ impl TranscriptTail {
     /// The figures to publish, as of `now`.
     pub fn totals(&self, now: f64) -> TranscriptTotals {
         let window = self.settings.active_window.as_secs_f64();
+        let (day_start, day_end) = local_day(now, &self.settings.time_zone);
         let users = self
             .ledger
             .users()
@@ -242,6 +288,9 @@ impl TranscriptTail {
                     active_sessions: u.active_sessions(now, window),
                     last_activity: u.last_activity,
                     block: u.current_block(now),
+                    projects: u.projects.clone(),
+                    project_overflow: u.project_overflow,
+                    today: u.day_totals(day_start, day_end),
                 };
                 (name.clone(), t)
             })
@@ -344,6 +393,22 @@ impl TranscriptTail {
         }
     }
 
+    /// The project of a transcript, as ccusage names it: the directory under its home's
+    /// `projects/` (Claude Code's encoded working directory), subagent files included.
+    fn project_of(&self, path: &Path) -> String {
+        self.homes
+            .keys()
+            .find_map(|home| path.strip_prefix(home.join("projects")).ok())
+            .and_then(|rel| {
+                let mut c = rel.components();
+                let first = c.next()?;
+                // A file directly in `projects/` has no project directory.
+                c.next()?;
+                Some(first.as_os_str().to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+
     /// The home (and user) whose `projects` holds `path`.
     fn user_of(&self, path: &Path) -> Option<String> {
         self.homes
@@ -362,6 +427,7 @@ impl TranscriptTail {
         self.discover();
         let homes: Vec<PathBuf> = self.homes.keys().cloned().collect();
         let mut seen = HashSet::new();
+        let mut grown = Vec::new();
         for home in &homes {
             if !home.is_dir() {
                 continue;
@@ -371,10 +437,13 @@ impl TranscriptTail {
                 self.watch(&projects, RecursiveMode::Recursive);
             }
             for path in jsonl_files(&projects) {
-                self.read_if_grown(&path);
+                if !self.unchanged(&path) {
+                    grown.push(path.clone());
+                }
                 seen.insert(path);
             }
         }
+        self.read_many(grown);
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -394,14 +463,17 @@ impl TranscriptTail {
 
     /// Reads `path` unless a stat shows it unchanged since the last read.
     fn read_if_grown(&mut self, path: &Path) {
-        if let (Some(rec), Ok(m)) = (self.files.get(path), std::fs::metadata(path))
-            && rec.dev == m.dev()
-            && rec.ino == m.ino()
-            && rec.offset == m.len()
-        {
-            return;
+        if !self.unchanged(path) {
+            self.read_path(path);
         }
-        self.read_path(path);
+    }
+
+    /// A stat shows `path` as it was at the last read.
+    fn unchanged(&self, path: &Path) -> bool {
+        matches!(
+            (self.files.get(path), std::fs::metadata(path)),
+            (Some(rec), Ok(m)) if rec.dev == m.dev() && rec.ino == m.ino() && rec.offset == m.len()
+        )
     }
 
     fn forget_paths(&mut self, paths: &[PathBuf]) {
@@ -425,23 +497,35 @@ impl TranscriptTail {
 
     /// Reads the new complete lines of one transcript.
     pub fn read_path(&mut self, path: &Path) {
-        let Some(user) = self.user_of(path) else {
+        let Some((file, mut rec, grown)) = self.prepare_read(path) else {
             return;
         };
+        if grown {
+            self.read_lines(file, &mut rec);
+        }
+        self.files.insert(path.to_owned(), rec);
+    }
+
+    /// Opens a transcript and settles its record (new, the same file grown, or a replaced
+    /// one read again from the start): the part of a read that needs the tailer's state.
+    /// Returns the open file, its record (taken out of `files`; the caller puts it back)
+    /// and whether there is anything new to read.
+    fn prepare_read(&mut self, path: &Path) -> Option<(File, FileRecord, bool)> {
+        let user = self.user_of(path)?;
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.forget_paths(&[path.to_owned()]);
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot open transcript");
-                return;
+                return None;
             }
         };
-        let Ok(meta) = file.metadata() else { return };
+        let meta = file.metadata().ok()?;
         if !meta.is_file() {
-            return;
+            return None;
         }
         let mut prefix = [0u8; PREFIX_BYTES];
         let want = (meta.len() as usize).min(PREFIX_BYTES);
@@ -486,10 +570,129 @@ impl TranscriptTail {
         rec.prefix_len = prefix.len() as u32;
         rec.prefix_hash = xxhash_rust::xxh3::xxh3_64(prefix);
         rec.user = user;
-        if meta.len() > rec.offset {
-            self.read_lines(file, &mut rec);
+        let grown = meta.len() > rec.offset;
+        Some((file, rec, grown))
+    }
+
+    /// Reads the new lines of `paths`, several files at once on every core when there is
+    /// much to read (the first read of a history): reader threads read and parse whole
+    /// files, this thread alone applies what they parsed to the ledger, in each file's
+    /// order. Memory stays bounded: each reader holds one chunk buffer, and at most
+    /// [`PARSED_CHUNKS_QUEUED`] parsed chunks per reader wait for the ledger.
+    ///
+    /// Files are applied in the order their chunks arrive, not in path order: totals are
+    /// the same (each response counts once whichever file comes first), only which file
+    /// "owns" a response replayed into another may differ, which changes nothing counted.
+    fn read_many(&mut self, paths: Vec<PathBuf>) {
+        let readers = self.settings.readers.clamp(1, MAX_READERS);
+        let pending: u64 = paths
+            .iter()
+            .filter_map(|p| {
+                let len = std::fs::metadata(p).ok()?.len();
+                Some(len.saturating_sub(self.files.get(p).map_or(0, |r| r.offset)))
+            })
+            .sum();
+        if readers < 2 || paths.len() < 2 || pending < PARALLEL_MIN_BYTES {
+            for p in &paths {
+                self.read_path(p);
+            }
+            return;
         }
-        self.files.insert(path.to_owned(), rec);
+        let cap = self.settings.max_line_bytes;
+        std::thread::scope(|scope| {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<ReadJob>(readers);
+            let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
+            let (out_tx, out_rx) =
+                std::sync::mpsc::sync_channel::<Parsed>(readers * PARSED_CHUNKS_QUEUED);
+            for _ in 0..readers {
+                let (jobs, out) = (job_rx.clone(), out_tx.clone());
+                scope.spawn(move || parse_files(&jobs, &out, cap));
+            }
+            drop(out_tx);
+            let mut inflight: HashMap<usize, (FileRecord, String)> = HashMap::new();
+            for (slot, path) in paths.into_iter().enumerate() {
+                let Some((file, rec, grown)) = self.prepare_read(&path) else {
+                    continue;
+                };
+                if !grown {
+                    self.files.insert(path, rec);
+                    continue;
+                }
+                let mut job = ReadJob {
+                    slot,
+                    file,
+                    path,
+                    offset: rec.offset,
+                    skipping: rec.skipping,
+                };
+                let project = self.project_of(&rec.path);
+                inflight.insert(slot, (rec, project));
+                loop {
+                    while let Ok(p) = out_rx.try_recv() {
+                        self.apply_parsed(p, &mut inflight);
+                    }
+                    match job_tx.try_send(job) {
+                        Ok(()) => break,
+                        Err(std::sync::mpsc::TrySendError::Full(j)) => {
+                            job = j;
+                            // Every reader is busy: apply what they parsed meanwhile.
+                            match out_rx.recv() {
+                                Ok(p) => self.apply_parsed(p, &mut inflight),
+                                Err(_) => break,
+                            }
+                        }
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+                    }
+                }
+            }
+            drop(job_tx);
+            while let Ok(p) = out_rx.recv() {
+                self.apply_parsed(p, &mut inflight);
+            }
+            // A reader that died leaves its file's record as far as it was applied.
+            for (_, (rec, _)) in inflight.drain() {
+                self.files.insert(rec.path.clone(), rec);
+            }
+        });
+    }
+
+    /// Applies one parsed chunk (or the end of a file) from a reader.
+    fn apply_parsed(&mut self, p: Parsed, inflight: &mut HashMap<usize, (FileRecord, String)>) {
+        match p {
+            Parsed::Chunk {
+                slot,
+                lines,
+                bytes,
+                offset,
+                skipping,
+            } => {
+                let Some((rec, project)) = inflight.get_mut(&slot) else {
+                    return;
+                };
+                for l in lines {
+                    match l {
+                        Ok(l) => {
+                            self.stats.lines_read += 1;
+                            self.ledger.apply(&rec.user, rec.id, project, &l);
+                        }
+                        Err(reason) => self.skip(reason),
+                    }
+                }
+                self.stats.bytes_read += bytes;
+                rec.offset = offset;
+                rec.skipping = skipping;
+                self.changed = true;
+                self.unsaved = true;
+                if self.sink.is_some() && self.last_publish.elapsed() >= PUBLISH_TICK {
+                    self.publish();
+                }
+            }
+            Parsed::End { slot } => {
+                if let Some((rec, _)) = inflight.remove(&slot) {
+                    self.files.insert(rec.path.clone(), rec);
+                }
+            }
+        }
     }
 
     fn next_id(&mut self) -> FileId {
@@ -499,64 +702,34 @@ impl TranscriptTail {
     }
 
     fn read_lines(&mut self, mut file: File, rec: &mut FileRecord) {
-        if file.seek(SeekFrom::Start(rec.offset)).is_err() {
-            return;
-        }
         let cap = self.settings.max_line_bytes;
+        let project = self.project_of(&rec.path);
         let mut buf = std::mem::take(&mut self.buf);
-        let mut filled = 0usize;
-        let mut pos = rec.offset;
-        loop {
-            if buf.len() < filled + CHUNK_BYTES {
-                buf.resize(filled + CHUNK_BYTES, 0);
-            }
-            let n = match file.read(&mut buf[filled..filled + CHUNK_BYTES]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!(path = %rec.path.display(), error = %e, "cannot read transcript");
-                    break;
+        let (user, id) = (rec.user.clone(), rec.id);
+        let mut skipping = rec.skipping;
+        let offset = read_complete_lines(
+            &mut file,
+            &rec.path,
+            rec.offset,
+            &mut skipping,
+            cap,
+            &mut buf,
+            |item| match item {
+                Item::Line(line) => self.count_line(&user, id, &project, line),
+                Item::TooLong => self.skip(SkipReason::TooLong),
+                Item::Chunk { bytes, .. } => {
+                    self.stats.bytes_read += bytes;
+                    if self.sink.is_some() && self.last_publish.elapsed() >= PUBLISH_TICK {
+                        self.publish();
+                    }
                 }
-            };
-            self.stats.bytes_read += n as u64;
-            filled += n;
-            let mut start = 0usize;
-            for nl in memchr::memchr_iter(b'\n', &buf[..filled]) {
-                let line = &buf[start..nl];
-                if rec.skipping {
-                    rec.skipping = false;
-                } else if line.len() > cap {
-                    self.skip(SkipReason::TooLong);
-                } else {
-                    self.count_line(&rec.user, rec.id, line);
-                }
-                start = nl + 1;
-            }
-            pos += start as u64;
-            let rest = filled - start;
-            if rec.skipping || rest > cap {
-                // Inside an over-long line: drop what is read of it, up to its newline.
-                if !rec.skipping {
-                    self.skip(SkipReason::TooLong);
-                    rec.skipping = true;
-                }
-                pos += rest as u64;
-                filled = 0;
-            } else {
-                buf.copy_within(start..filled, 0);
-                filled = rest;
-            }
-            if self.sink.is_some() && self.last_publish.elapsed() >= PUBLISH_TICK {
-                self.publish();
-            }
-        }
-        if buf.len() > 4 * CHUNK_BYTES {
-            // A long line grew the buffer: give the memory back.
-            buf = Vec::new();
-        }
+            },
+        );
         self.buf = buf;
-        rec.offset = pos;
+        rec.skipping = skipping;
+        if let Some(offset) = offset {
+            rec.offset = offset;
+        }
     }
 
     fn skip(&mut self, reason: SkipReason) {
@@ -564,13 +737,13 @@ impl TranscriptTail {
         *self.stats.lines_skipped.entry(reason.label()).or_default() += 1;
     }
 
-    fn count_line(&mut self, user: &str, file: FileId, bytes: &[u8]) {
+    fn count_line(&mut self, user: &str, file: FileId, project: &str, bytes: &[u8]) {
         self.changed = true;
         self.unsaved = true;
         match line::parse(bytes) {
             Ok(l) => {
                 self.stats.lines_read += 1;
-                self.ledger.apply(user, file, &l);
+                self.ledger.apply(user, file, project, &l);
             }
             Err(reason) => self.skip(reason),
         }
@@ -792,6 +965,180 @@ fn spawn_writer(
     (tx, handle)
 }
 
+/// A file for a reader thread of [`TranscriptTail::read_many`].
+struct ReadJob {
+    slot: usize,
+    file: File,
+    path: PathBuf,
+    offset: u64,
+    skipping: bool,
+}
+
+/// What a reader sends back: a chunk's parsed lines (owned, so they outlive the buffer),
+/// then the end of the file.
+enum Parsed {
+    Chunk {
+        slot: usize,
+        lines: Vec<Result<Line<'static>, SkipReason>>,
+        bytes: u64,
+        offset: u64,
+        skipping: bool,
+    },
+    End {
+        slot: usize,
+    },
+}
+
+/// A reader thread: takes files from `jobs`, reads and parses them chunk by chunk, and
+/// sends the parsed chunks to `out` (blocking while the ledger is behind).
+fn parse_files(
+    jobs: &std::sync::Mutex<Receiver<ReadJob>>,
+    out: &std::sync::mpsc::SyncSender<Parsed>,
+    cap: usize,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = job else { return };
+        let slot = job.slot;
+        let mut lines = Vec::new();
+        let mut skipping = job.skipping;
+        let mut gone = false;
+        read_complete_lines(
+            &mut job.file,
+            &job.path,
+            job.offset,
+            &mut skipping,
+            cap,
+            &mut buf,
+            |item| match item {
+                Item::Line(l) => lines.push(line::parse(l).map(Line::into_owned)),
+                Item::TooLong => lines.push(Err(SkipReason::TooLong)),
+                Item::Chunk {
+                    bytes,
+                    offset,
+                    skipping,
+                } => {
+                    let chunk = Parsed::Chunk {
+                        slot,
+                        lines: std::mem::take(&mut lines),
+                        bytes,
+                        offset,
+                        skipping,
+                    };
+                    gone |= out.send(chunk).is_err();
+                }
+            },
+        );
+        if gone || out.send(Parsed::End { slot }).is_err() {
+            return;
+        }
+    }
+}
+
+/// What [`read_complete_lines`] finds, in file order.
+enum Item<'a> {
+    /// A complete line (without its newline), at most the cap long.
+    Line(&'a [u8]),
+    /// A line longer than the cap (skipped up to its newline).
+    TooLong,
+    /// The end of a chunk: `bytes` were read, everything before `offset` is consumed,
+    /// `skipping`: inside an over-long line.
+    Chunk {
+        bytes: u64,
+        offset: u64,
+        skipping: bool,
+    },
+}
+
+/// Reads `file` from `offset` to its end in chunks, handing each complete line to `on`
+/// (a partial last line waits for its newline; a line over `cap` becomes [`Item::TooLong`]
+/// and `skipping` carries "inside it" across calls). Returns the new offset, or `None` when
+/// the file cannot be positioned.
+fn read_complete_lines(
+    file: &mut File,
+    path: &Path,
+    offset: u64,
+    skipping: &mut bool,
+    cap: usize,
+    buf: &mut Vec<u8>,
+    mut on: impl FnMut(Item<'_>),
+) -> Option<u64> {
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut filled = 0usize;
+    let mut pos = offset;
+    loop {
+        if buf.len() < filled + CHUNK_BYTES {
+            buf.resize(filled + CHUNK_BYTES, 0);
+        }
+        let n = match file.read(&mut buf[filled..filled + CHUNK_BYTES]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read transcript");
+                break;
+            }
+        };
+        filled += n;
+        let mut start = 0usize;
+        for nl in memchr::memchr_iter(b'\n', &buf[..filled]) {
+            let line = &buf[start..nl];
+            if *skipping {
+                *skipping = false;
+            } else if line.len() > cap {
+                on(Item::TooLong);
+            } else {
+                on(Item::Line(line));
+            }
+            start = nl + 1;
+        }
+        pos += start as u64;
+        let rest = filled - start;
+        if *skipping || rest > cap {
+            // Inside an over-long line: drop what is read of it, up to its newline.
+            if !*skipping {
+                on(Item::TooLong);
+                *skipping = true;
+            }
+            pos += rest as u64;
+            filled = 0;
+        } else {
+            buf.copy_within(start..filled, 0);
+            filled = rest;
+        }
+        on(Item::Chunk {
+            bytes: n as u64,
+            offset: pos,
+            skipping: *skipping,
+        });
+    }
+    if buf.len() > 4 * CHUNK_BYTES {
+        // A long line grew the buffer: give the memory back.
+        *buf = Vec::new();
+    }
+    Some(pos)
+}
+
+/// The local day `now` falls in, in `tz`: its midnight and the next one, as Unix seconds.
+pub fn local_day(now: f64, tz: &jiff::tz::TimeZone) -> (f64, f64) {
+    let day = || -> Result<(f64, f64), jiff::Error> {
+        let date = jiff::Timestamp::from_second(now.floor() as i64)?
+            .to_zoned(tz.clone())
+            .date();
+        let start = date.to_zoned(tz.clone())?.timestamp();
+        let end = date.tomorrow()?.to_zoned(tz.clone())?.timestamp();
+        Ok((start.as_second() as f64, end.as_second() as f64))
+    };
+    day().unwrap_or_else(|_| {
+        let start = (now / 86400.0).floor() * 86400.0;
+        (start, start + 86400.0)
+    })
+}
+
 fn read_prefix(file: &File, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
@@ -903,7 +1250,10 @@ mod tests {
             reconcile_interval: Duration::from_secs(60),
             save_interval: Duration::from_secs(60),
             active_window: Duration::from_secs(300),
-            prices: BTreeMap::new(),
+            prices: PriceTable::default(),
+            max_projects: None,
+            time_zone: jiff::tz::TimeZone::UTC,
+            readers: 1,
         }
     }
 

@@ -27,7 +27,7 @@ use crate::support::{Config, Exposition, MetricsClient, WAIT, repo_root};
 const CCUSAGE_INSTALL: &str = "npm install --prefix target/test-deps/ccusage ccusage@20.0.24";
 
 /// The ccusage binary, or a failure that says how to install it.
-fn ccusage() -> PathBuf {
+pub fn ccusage() -> PathBuf {
     let path = std::env::var_os("VIBE_TEST_CCUSAGE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/test-deps/ccusage/node_modules/.bin/ccusage"));
@@ -112,18 +112,10 @@ fn day_name(day: i64) -> String {
 }
 
 fn tail_settings(homes: Vec<String>, state_dir: &Path) -> TailSettings {
-    TailSettings {
-        homes,
-        state_dir: state_dir.to_owned(),
-        max_line_bytes: 8 << 20,
-        reconcile_interval: Duration::from_secs(3600),
-        save_interval: Duration::from_secs(3600),
-        active_window: Duration::from_secs(300),
-        prices: BTreeMap::new(),
-    }
+    TailSettings::for_homes(homes, state_dir)
 }
 
-fn close(a: f64, b: f64, rel: f64) -> bool {
+pub fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
 }
 
@@ -529,8 +521,8 @@ async fn kill_9_during_saves_loses_nothing_and_counts_nothing_twice() {
 /// The agent binary with debug logs reads a transcript whose prompt, tool input, tool
 /// output, assistant text and malformed lines hold a canary secret (read at start, live, and
 /// again after a rewrite, which logs at debug): the canary is in neither its logs, `/metrics`,
-/// the landing page nor its state file. The project directory's name (a path, which logs may
-/// name) must not become a label either.
+/// the landing page nor its state file. With `claude.project_label = false`, the project
+/// directory's name (a path, which logs may name) does not become a label either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcript_content_never_reaches_metrics_or_logs() {
     const CANARY: &str = "CANARY-7f3a9c-SECRET";
@@ -560,6 +552,7 @@ async fn transcript_content_never_reaches_metrics_or_logs() {
         .claude_homes(&[home.to_string_lossy()])
         .set_str("claude", "reconcile_interval", "1h")
         .set_str("claude", "save_interval", "100ms")
+        .set("claude", "project_label", "false")
         .toml(&state);
     std::fs::write(&file, text).unwrap();
     let mut agent = AgentProcess::start(&file);
