@@ -39,6 +39,14 @@ pub enum Command {
         /// Directory for vibe-agent.1 and the subcommands' pages.
         dir: Option<PathBuf>,
     },
+    /// Print one status line for Claude Code's `statusLine` command: reads the JSON Claude
+    /// Code passes on stdin, asks the running agent for the caller's figures (today, the
+    /// 5-hour block, burn rate) and prints model, costs and notes. Always exits 0.
+    Statusline {
+        /// The agent's statusline socket (listen.statusline).
+        #[arg(long, value_name = "PATH", env = "VIBE_AGENT_STATUSLINE_SOCKET", default_value = crate::config::settings::DEFAULT_STATUSLINE_SOCKET)]
+        socket: PathBuf,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -79,6 +87,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config.as_deref()),
+        Command::Statusline { socket } => {
+            println!("{}", crate::statusline::run_client(&socket));
+            ExitCode::SUCCESS
+        }
         Command::Check { json } => {
             let settings = match load(cli.config.as_deref()) {
                 Ok((s, _)) => s,

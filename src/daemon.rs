@@ -31,6 +31,8 @@ pub struct Listeners {
     pub otlp: Option<tokio::net::TcpListener>,
     /// The OTLP/gRPC receiver's listener (`listen.otlp_grpc`), when enabled.
     pub otlp_grpc: Option<tokio::net::TcpListener>,
+    /// The statusline socket (`listen.statusline`), when enabled and bindable.
+    pub statusline: Option<tokio::net::UnixListener>,
 }
 
 impl Listeners {
@@ -64,10 +66,23 @@ impl Listeners {
                 )
             })?),
         };
+        // The statusline is a convenience: an agent that cannot bind it (not root, no
+        // /run/vibe-agent) still runs, and says why.
+        let statusline = settings.statusline_socket.as_deref().and_then(|path| {
+            crate::statusline::bind(path)
+                .map_err(|e| {
+                    tracing::warn!(
+                        socket = %path.display(), error = %e,
+                        "statusline socket not served; set listen.statusline to a writable path (\"\" turns it off)"
+                    )
+                })
+                .ok()
+        });
         Ok(Self {
             metrics,
             otlp,
             otlp_grpc,
+            statusline,
         })
     }
 }
@@ -173,6 +188,13 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
         },
     ));
 
+    let (statusline_stop_tx, statusline_stop_rx) = oneshot::channel::<()>();
+    let statusline = listeners.statusline.map(|l| {
+        tokio::spawn(crate::statusline::serve(l, snap_rx.clone(), async move {
+            let _ = statusline_stop_rx.await;
+        }))
+    });
+
     let mut sources = JoinSet::new();
     spawn_sources(&settings, &sink, &mut sources)?;
     let telemetry = crate::otlp::start(&settings, listeners.otlp, listeners.otlp_grpc, &sink);
@@ -234,6 +256,10 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
         }
         let _ = server_stop_tx.send(());
         let _ = server.await;
+        let _ = statusline_stop_tx.send(());
+        if let Some(s) = statusline {
+            let _ = s.await;
+        }
         telemetry.stop().await;
         model_task.abort();
     });

@@ -14,6 +14,7 @@
 //! | [`sink`] | the sources' side of the model task: the bounded data queue, the request channel beside it, and [`sink::spawn_periodic`], the loop of every source that samples on an interval |
 //! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`](mod@exposition::render) |
 //! | [`server`] | the metrics listener: `/metrics`, the landing page, health and readiness |
+//! | [`statusline`] | `vibe-agent statusline` and the Unix socket that answers it, per caller uid, from the snapshot |
 //! | [`config`] | the file: `[listen]` and `[agent]`, the other sections through each source's `settings`; [`config::error`] |
 //! | [`cli`], [`check`], [`manpage`], [`logging`] | the command line, `vibe-agent check`, the manual pages, logs |
 //! | [`common`], [`worker`] | leaves: time, [`common::Source`], source health, check lines; the blocking worker |
@@ -67,6 +68,7 @@ pub mod otlp;
 pub mod probe;
 pub mod server;
 pub mod sink;
+pub mod statusline;
 pub mod systemd;
 pub mod transcripts;
 pub mod worker;

@@ -185,6 +185,7 @@ mod tests {
                 "vibe-agent-config-check.1",
                 "vibe-agent-config.1",
                 "vibe-agent-run.1",
+                "vibe-agent-statusline.1",
             ]
         );
     }

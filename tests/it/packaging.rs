@@ -230,6 +230,7 @@ fn packages_hold_the_files_the_conffile_and_the_maintainer_scripts() {
         "/usr/share/man/man1/vibe-agent-check.1.gz",
         "/usr/share/man/man1/vibe-agent-config.1.gz",
         "/usr/share/man/man1/vibe-agent-config-check.1.gz",
+        "/usr/share/man/man1/vibe-agent-statusline.1.gz",
         "/usr/share/doc/vibe-agent/README.md",
     ];
     for path in must_have {

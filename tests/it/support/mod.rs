@@ -239,7 +239,8 @@ impl Service {
     }
 }
 
-/// An agent config for tests: metrics on 127.0.0.1:0, no OTLP receivers, no Claude homes,
+/// An agent config for tests: metrics on 127.0.0.1:0, no OTLP receivers, no statusline
+/// socket, no Claude homes,
 /// no extra systemd units, only the services and paths the test names, fast host sampling.
 /// Any other key is set with [`Config::set`] (a later value replaces an earlier one or a
 /// default), so every test builds its file the same way, never by editing text.
@@ -299,6 +300,11 @@ impl Config {
         self.set_str("listen", "otlp_grpc", addr)
     }
 
+    /// `listen.statusline` (the socket is off by default).
+    pub fn statusline_socket(self, path: &Path) -> Self {
+        self.set_str("listen", "statusline", &path.to_string_lossy())
+    }
+
     /// `claude.homes`.
     pub fn claude_homes(self, homes: &[impl AsRef<str>]) -> Self {
         let homes: Vec<String> = homes.iter().map(|h| toml_str(h.as_ref())).collect();
@@ -315,6 +321,7 @@ impl Config {
                     ("metrics", toml_str("127.0.0.1:0")),
                     ("otlp", toml_str("")),
                     ("otlp_grpc", toml_str("")),
+                    ("statusline", toml_str("")),
                 ],
             ),
             (
