@@ -1199,8 +1199,86 @@ def claude():
             (f"sum by (user, type) (vibe_claude_block_tokens{user})", "{{user}} {{type}}"),
             (f"max by (user) (vibe_claude_block_end_timestamp_seconds{user}) - time()", "{{user}} seconds left"),
             (f"time() - max by (user) (vibe_claude_block_start_timestamp_seconds{user})", "{{user}} seconds in"),
+            (f"sum by (user) (vibe_claude_block_projected_tokens{user})", "{{user}} projected tokens at the end"),
         ],
         w=8,
+    )
+    b.panel(
+        "timeseries",
+        "Today per user (transcripts)",
+        [
+            (f"sum by (user) (vibe_claude_today_cost_usd{user})", "{{user}} today"),
+        ],
+        w=8,
+        unit="currencyUSD",
+        desc="Cost since local midnight (the agent's otlp.time_zone), from transcripts, as ccusage daily shows today. ClaudeDailyBudgetExceeded fires above claude:daily_budget_usd (default 50).",
+    )
+    b.panel(
+        "timeseries",
+        "Block burn rate",
+        [
+            (f"sum by (user) (vibe_claude_block_burn_rate_usd_per_hour{user})", "{{user}} USD/h"),
+            (f"sum by (user) (vibe_claude_block_burn_rate_tokens_per_minute{user})", "{{user}} tokens/min"),
+        ],
+        w=8,
+        desc="The current 5-hour block's tokens and cost over the time from its first to its last response (ccusage's burnRate).",
+        overrides=[
+            {
+                "matcher": {"id": "byRegexp", "options": ".*USD/h"},
+                "properties": [{"id": "unit", "value": "currencyUSD"}],
+            },
+        ],
+    )
+    b.panel(
+        "timeseries",
+        "Block projection at its end",
+        [
+            (f"sum by (user) (vibe_claude_block_projected_cost_usd{user})", "{{user}} projected"),
+            (f"sum by (user) (vibe_claude_block_cost_usd{user})", "{{user}} so far"),
+        ],
+        w=8,
+        unit="currencyUSD",
+        desc="Where the block ends at its burn rate (ccusage's projection). ClaudeBlockBudgetProjected fires above claude:block_budget_usd (default 20).",
+    )
+    b.panel(
+        "timeseries",
+        "Cost per project",
+        [
+            (f"sum by (user, project) (increase(vibe_claude_project_cost_usd_total{user}[$__rate_interval]))", "{{user}} {{project}}"),
+        ],
+        w=12,
+        unit="currencyUSD",
+        desc="Per project (the directory under ~/.claude/projects, as ccusage names it); beyond claude.max_projects the rest is \"other\".",
+    )
+    b.panel(
+        "timeseries",
+        "Tokens today and per project",
+        [
+            (f"sum by (user, type) (vibe_claude_today_tokens{user})", "{{user}} today {{type}}"),
+            (f"sum by (user, project) (increase(vibe_claude_project_tokens_total{user}[$__rate_interval]))", "{{user}} {{project}}"),
+        ],
+        w=12,
+        desc="Tokens since local midnight by type, and tokens per project over time.",
+    )
+    b.panel(
+        "timeseries",
+        "Responses per project, and beyond the project cap",
+        [
+            (f"sum by (user, project) (increase(vibe_claude_project_messages_total{user}[$__rate_interval]))", "{{user}} {{project}}"),
+            (f"sum by (user) (increase(vibe_claude_project_overflow_messages_total{user}[$__rate_interval]))", "{{user}} counted as other"),
+        ],
+        w=12,
+        desc="Deduplicated responses per project; \"counted as other\" grows when a user has more projects than claude.max_projects.",
+    )
+    b.panel(
+        "bargauge",
+        "Projects by cost (range)",
+        [
+            (f"topk(15, sum by (user, project) (increase(vibe_claude_project_cost_usd_total{user}[$__range])))", "{{user}} {{project}}"),
+        ],
+        w=12,
+        unit="currencyUSD",
+        desc="The projects that spent most in the time range.",
     )
     b.panel(
         "timeseries",

@@ -294,11 +294,16 @@ fn from_template(name: &str, session: &str) -> Vec<u8> {
     let now = jiff::Timestamp::now();
     let nanos = now.as_nanosecond();
     let iso = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    // A response a minute earlier gives the 5-hour block a burn rate and a projection.
+    let earlier = (now - jiff::SignedDuration::from_secs(60))
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
     let text = String::from_utf8(fixture(&format!("rules/{name}"))).expect("UTF-8 fixture");
     text.replace("@START@", &(nanos - 60_000_000_000).to_string())
         .replace("@NOW@", &nanos.to_string())
         .replace("@ISO@", &iso)
         .replace("@TS@", &iso)
+        .replace("@TS_EARLIER@", &earlier)
         .replace("@SESSION@", session)
         .into_bytes()
 }
