@@ -5,6 +5,7 @@
 
 mod support;
 
+mod claude_usage;
 mod cli;
 mod code_server;
 mod daemon;
