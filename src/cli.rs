@@ -1,7 +1,7 @@
 //! The command line: `run` (the default), `check`, `config check`. Parses arguments and
 //! dispatches; the work lives in [`crate::daemon`], [`crate::check`] and [`crate::config`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -18,6 +18,10 @@ pub struct Cli {
     /// and the embedded defaults are used when it does not.
     #[arg(long, global = true, value_name = "PATH", env = "VIBE_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Prometheus web config file (TLS, basic auth) for /metrics, as exporters spell the
+    /// option; overrides listen.web_config_file.
+    #[arg(long = "web.config.file", global = true, value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -65,14 +69,41 @@ const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit status when the configuration is unusable.
 const EXIT_CONFIG: u8 = 2;
 
-fn load(config: Option<&Path>) -> Result<(Settings, PathBuf), String> {
-    let (path, required) = match config {
-        Some(p) => (p.to_path_buf(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-    };
-    Settings::load(&path, required)
-        .map(|s| (s, path))
-        .map_err(|e| e.to_string())
+/// Where the configuration comes from: the file, and the command line's overrides.
+#[derive(Debug, Clone)]
+struct Source {
+    path: PathBuf,
+    required: bool,
+    web_config_file: Option<PathBuf>,
+}
+
+impl Source {
+    fn new(cli: &Cli) -> Self {
+        let (path, required) = match &cli.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        Self {
+            path,
+            required,
+            web_config_file: cli.web_config_file.clone(),
+        }
+    }
+
+    /// Loads the file and applies the overrides (at start and at each reload).
+    fn load(&self) -> Result<Settings, String> {
+        let mut settings = Settings::load(&self.path, self.required).map_err(|e| e.to_string())?;
+        if let Some(web) = &self.web_config_file {
+            crate::webconfig::guard::Active::load(web)
+                .map_err(|e| format!("--web.config.file: {e}"))?;
+            settings.web_config_file = Some(web.clone());
+        }
+        Ok(settings)
+    }
+}
+
+fn load(source: &Source) -> Result<(Settings, PathBuf), String> {
+    source.load().map(|s| (s, source.path.clone()))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -85,14 +116,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::tlsclient::install_default_provider();
+    let source = Source::new(&cli);
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cli.config.as_deref()),
+        Command::Run => run(&source),
         Command::Statusline { socket } => {
             println!("{}", crate::statusline::run_client(&socket));
             ExitCode::SUCCESS
         }
         Command::Check { json } => {
-            let settings = match load(cli.config.as_deref()) {
+            let settings = match load(&source) {
                 Ok((s, _)) => s,
                 Err(e) => {
                     eprintln!("vibe-agent: {e}");
@@ -100,7 +133,11 @@ pub fn main() -> ExitCode {
                 }
             };
             let snapshot = runtime().block_on(crate::check::run_once(&settings));
-            let checks = snapshot.checks();
+            let mut checks = snapshot.checks();
+            checks.extend(crate::check::web_config_checks(
+                &settings,
+                crate::common::unix_now() as i64,
+            ));
             print!("{}", crate::check::report(&checks, json));
             if checks.iter().all(|c| c.ok) {
                 ExitCode::SUCCESS
@@ -129,7 +166,7 @@ pub fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check,
-        } => match load(cli.config.as_deref()) {
+        } => match load(&source) {
             Ok((settings, path)) => {
                 let source = if path.exists() {
                     format!("{} is valid", path.display())
@@ -151,8 +188,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(config: Option<&Path>) -> ExitCode {
-    let (settings, path) = match load(config) {
+fn run(source: &Source) -> ExitCode {
+    let (settings, path) = match load(source) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("vibe-agent: {e}");
@@ -160,7 +197,7 @@ fn run(config: Option<&Path>) -> ExitCode {
         }
     };
     crate::logging::init(&settings.log_level);
-    match runtime().block_on(serve(settings, path, config.is_some())) {
+    match runtime().block_on(serve(settings, path, source.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "vibe-agent stopped");
@@ -170,7 +207,7 @@ fn run(config: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings, path: PathBuf, required: bool) -> anyhow::Result<()> {
+async fn serve(settings: Settings, path: PathBuf, source: Source) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Signal handlers exist before READY=1 is sent, so a reload right after start is a
     // reload, not the default action of SIGHUP (which ends the process).
@@ -187,9 +224,9 @@ async fn serve(settings: Settings, path: PathBuf, required: bool) -> anyhow::Res
     );
     loop {
         tokio::select! {
-            _ = hup.recv() => match Settings::load(&path, required) {
+            _ = hup.recv() => match source.load() {
                 Ok(new) => agent.reload(new).await,
-                Err(e) => agent.reload_failed(e.to_string()).await,
+                Err(e) => agent.reload_failed(e).await,
             },
             _ = term.recv() => break,
             _ = int.recv() => break,

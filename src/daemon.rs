@@ -178,11 +178,22 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
 
     let model_task = tokio::spawn(run_model(model, inbox, snap_tx));
 
+    // Web config files are loaded before anything is served: a bad one stops the start.
+    let metrics_guard = match &settings.web_config_file {
+        Some(f) => Some(crate::webconfig::guard::WebGuard::load("metrics", f)?),
+        None => None,
+    };
+    let otlp_guard = match (&settings.otlp.web_config_file, &listeners.otlp) {
+        (Some(f), Some(_)) => Some(crate::webconfig::guard::WebGuard::load("otlp", f)?),
+        _ => None,
+    };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(
+    let server = tokio::spawn(server::serve_guarded(
         listeners.metrics,
         snap_rx.clone(),
+        metrics_guard,
+        Some(sink.clone()),
         async move {
             let _ = server_stop_rx.await;
         },
@@ -197,7 +208,13 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
 
     let mut sources = JoinSet::new();
     spawn_sources(&settings, &sink, &mut sources)?;
-    let telemetry = crate::otlp::start(&settings, listeners.otlp, listeners.otlp_grpc, &sink);
+    let telemetry = crate::otlp::start(
+        &settings,
+        listeners.otlp,
+        listeners.otlp_grpc,
+        otlp_guard,
+        &sink,
+    );
     let otlp_addr = telemetry.addr;
     let otlp_grpc_addr = telemetry.grpc_addr;
 
@@ -214,6 +231,14 @@ pub fn start(settings: Settings, listeners: Listeners) -> anyhow::Result<Agent> 
                     match result {
                         Ok(new) => {
                             let new = *new;
+                            if new.web_config_file != current.web_config_file
+                                || new.otlp.web_config_file != current.otlp.web_config_file
+                            {
+                                tracing::warn!(
+                                    "a web_config_file path changed; the new file takes effect at restart \
+                                     (changes inside the file apply by themselves)"
+                                );
+                            }
                             if new.metrics_addr != current.metrics_addr {
                                 tracing::warn!(
                                     old = %current.metrics_addr, new = %new.metrics_addr,

@@ -15,6 +15,8 @@
 //! | [`exposition`] | the only room that knows the prometheus crate: [`exposition::family`] (the builder) and [`exposition::render`](mod@exposition::render) |
 //! | [`server`] | the metrics listener: `/metrics`, the landing page, health and readiness |
 //! | [`statusline`] | `vibe-agent statusline` and the Unix socket that answers it, per caller uid, from the snapshot |
+//! | [`webconfig`] | TLS and basic auth of the listeners from a Prometheus web config file: its parsing, the TLS acceptor, the password checks, their counters (`state`, `expose`) |
+//! | [`tlsclient`] | outbound TLS (https probes, forwarding) and the one rustls crypto provider; a leaf |
 //! | [`config`] | the file: `[listen]` and `[agent]`, the other sections through each source's `settings`; [`config::error`] |
 //! | [`cli`], [`check`], [`manpage`], [`logging`] | the command line, `vibe-agent check`, the manual pages, logs |
 //! | [`common`], [`worker`] | leaves: time, [`common::Source`], source health, check lines; the blocking worker |
@@ -70,5 +72,7 @@ pub mod server;
 pub mod sink;
 pub mod statusline;
 pub mod systemd;
+pub mod tlsclient;
 pub mod transcripts;
+pub mod webconfig;
 pub mod worker;

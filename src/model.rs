@@ -22,6 +22,7 @@ use crate::otlp::state::{PersistAnswer, TelemetryState, TelemetryTotals, Telemet
 use crate::probe::state::{ConfigureServices, HttpSample, PortSample, ServiceState};
 use crate::systemd::state::{UnitEvent, UnitsState};
 use crate::transcripts::state::TranscriptTotals;
+use crate::webconfig::state::{ListenerStats, WebState};
 
 /// One fact from a source.
 #[derive(Debug)]
@@ -56,6 +57,8 @@ pub enum Update {
     Juicefs(JuicefsRound),
     /// Totals from the Claude transcript tailer (a whole snapshot; replaces the last).
     ClaudeTranscripts(Arc<TranscriptTotals>),
+    /// A listener's web config counters (a whole copy; replaces the last).
+    WebListener(ListenerStats),
 }
 
 /// A question or a command for the model. Requests travel on their own channel beside the
@@ -124,6 +127,8 @@ pub struct Snapshot {
     pub updates_dropped_total: u64,
     /// Claude transcript totals, once the tailer has published.
     pub claude_transcripts: Option<Arc<TranscriptTotals>>,
+    /// Listeners served under a web config file (TLS, basic auth).
+    pub web: Arc<WebState>,
 }
 
 impl Snapshot {
@@ -180,6 +185,7 @@ impl Model {
                 },
                 updates_dropped_total: 0,
                 claude_transcripts: None,
+                web: Arc::default(),
             },
             telemetry: Default::default(),
             telemetry_changed: false,
@@ -234,6 +240,9 @@ impl Model {
             }
             Update::Systemd(e) => Arc::make_mut(&mut st.units).apply(e),
             Update::ClaudeTranscripts(t) => st.claude_transcripts = Some(t),
+            Update::WebListener(w) => {
+                Arc::make_mut(&mut st.web).insert(w.listener, w);
+            }
             Update::ClaudeTelemetry(u) => {
                 self.telemetry_changed |= self.telemetry.apply(u);
             }

@@ -79,9 +79,19 @@ pub async fn serve(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(snapshots))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_guarded(listener, snapshots, None, None, shutdown).await
+}
+
+/// [`serve`] under a web config (TLS, basic auth, headers; see [`crate::webconfig`]);
+/// `sink` receives the listener's counters.
+pub async fn serve_guarded(
+    listener: tokio::net::TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    guard: Option<Arc<crate::webconfig::guard::WebGuard>>,
+    sink: Option<crate::sink::UpdateSink>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::webconfig::serve::serve(listener, router(snapshots), guard, sink, shutdown).await
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {

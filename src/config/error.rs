@@ -33,15 +33,10 @@ pub fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) 
     }
 }
 
-/// An `http://` URL, or an error naming the key and what to write.
+/// An `http://` or `https://` URL, or an error naming the key and what to write.
 pub fn check_http_url(path: &Path, key: &str, url: &str) -> Result<(), ConfigError> {
     match url.split_once("://") {
-        Some(("http", rest)) if !rest.is_empty() => Ok(()),
-        Some(("https", _)) => Err(invalid(
-            path,
-            key,
-            format!("\"{url}\": https is not supported; probe the service's loopback http port"),
-        )),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
         _ => Err(invalid(
             path,
             key,

@@ -65,6 +65,9 @@ pub struct FileListen {
     /// Unix socket `vibe-agent statusline` asks, e.g. "/run/vibe-agent/statusline.sock";
     /// "" turns it off.
     pub statusline: Option<PathBuf>,
+    /// TLS and basic auth of `/metrics`: a Prometheus web config file (the
+    /// exporter-toolkit format node_exporter reads), e.g. "/etc/vibe-agent/web.yml".
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Default of `listen.statusline` (systemd's `RuntimeDirectory=vibe-agent`).
@@ -93,6 +96,8 @@ pub struct Settings {
     pub otlp_grpc_addr: Option<SocketAddr>,
     /// `listen.statusline`; `None` when turned off.
     pub statusline_socket: Option<PathBuf>,
+    /// Web config file (TLS, basic auth) of the metrics listener.
+    pub web_config_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub services: Vec<ServiceSettings>,
@@ -263,6 +268,10 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         }
         Some(p) => Some(p),
     };
+    let web_config_file = listen.web_config_file;
+    if let Some(f) = &web_config_file {
+        crate::webconfig::settings::check_file(path, "listen.web_config_file", f)?;
+    }
 
     let agent = file.agent.unwrap_or_default();
     let state_dir = agent
@@ -287,6 +296,7 @@ fn validate(file: FileConfig, path: &Path) -> Result<Settings, ConfigError> {
         otlp_addr,
         otlp_grpc_addr,
         statusline_socket,
+        web_config_file,
         state_dir,
         log_level,
         services,

@@ -32,6 +32,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         crate::transcripts::expose::families(t, &mut out);
     }
     crate::systemd::expose::families(&s.units, &mut out);
+    crate::webconfig::expose::families(&s.web, &mut out);
     out.sort_by(|a, b| a.name().cmp(b.name()));
     merge_same_names(out)
 }

@@ -131,6 +131,7 @@ pub struct JuicefsSampler {
 
 impl JuicefsSampler {
     pub fn new(settings: &JuicefsSettings) -> Self {
+        crate::tlsclient::install_default_provider();
         Self {
             settings: settings.clone(),
             probes: BTreeMap::new(),

@@ -7,6 +7,9 @@
 //! and returns. One task per upstream sends the queue in order, retrying 429, 5xx and
 //! connection errors with exponential backoff (or the upstream's `Retry-After`); other 4xx
 //! answers drop the body (retrying cannot help) and count it.
+//!
+//! Upstreams may be https (checked against the system's CAs or a `ca_file`) and get the
+//! configured headers and bearer token with every body ([`UpstreamOptions`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +26,45 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time one upstream request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the upstreams are reached: TLS, extra headers, a bearer token (`[claude.forward]`).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamOptions {
+    pub tls: crate::tlsclient::ClientTls,
+    pub headers: Vec<(String, String)>,
+    pub bearer_token: Option<String>,
+}
+
+impl UpstreamOptions {
+    pub fn from_settings(s: &super::settings::ForwardSettings) -> Self {
+        Self {
+            tls: s.tls.clone(),
+            headers: s.headers.clone(),
+            bearer_token: s.bearer_token.clone(),
+        }
+    }
+
+    /// The headers every request carries; secrets marked sensitive (kept out of debug output).
+    fn header_map(&self) -> Result<reqwest::header::HeaderMap, String> {
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header name {name:?}: {e}"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        if let Some(token) = &self.bearer_token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| format!("bearer token: {e}"))?;
+            value.set_sensitive(true);
+            map.insert(AUTHORIZATION, value);
+        }
+        Ok(map)
+    }
+}
 
 struct Item {
     body: Bytes,
@@ -69,6 +111,7 @@ impl Forwarder {
     pub fn new(
         urls: &[(Signal, Option<String>)],
         cap_bytes: usize,
+        options: &UpstreamOptions,
     ) -> Option<(
         Self,
         Vec<impl std::future::Future<Output = ()> + Send + 'static>,
@@ -91,9 +134,18 @@ impl Forwarder {
         if ups.is_empty() {
             return None;
         }
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
+        let client = options
+            .header_map()
+            .and_then(|headers| {
+                crate::tlsclient::reqwest_builder(&options.tls)?
+                    .timeout(REQUEST_TIMEOUT)
+                    .default_headers(headers)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "cannot build the forwarding client; nothing is forwarded")
+            })
             .ok()?;
         let tasks = ups
             .iter()
@@ -280,8 +332,12 @@ mod tests {
     async fn overflow_drops_the_oldest_and_the_rest_is_sent_in_order() {
         const CAP: usize = 100;
         let (url, got, listener) = upstream().await;
-        let (f, tasks) = Forwarder::new(&[(Signal::Metrics, None), (Signal::Logs, Some(url))], CAP)
-            .expect("one upstream configured");
+        let (f, tasks) = Forwarder::new(
+            &[(Signal::Metrics, None), (Signal::Logs, Some(url))],
+            CAP,
+            &UpstreamOptions::default(),
+        )
+        .expect("one upstream configured");
 
         // Nothing drains yet (the tasks are not spawned): ten 30-byte bodies, 3 fit.
         for n in 0..10 {

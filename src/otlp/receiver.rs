@@ -49,15 +49,16 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new().fallback(dispatch).with_state(ingest)
 }
 
-/// Serves on an already-bound listener until `shutdown` completes.
+/// Serves on an already-bound listener until `shutdown` completes; under the web config
+/// `guard` (TLS, basic auth) when there is one, its counters sent to `sink`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
+    guard: Option<Arc<crate::webconfig::guard::WebGuard>>,
+    sink: crate::sink::UpdateSink,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ingest))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::webconfig::serve::serve(listener, router(ingest), guard, Some(sink), shutdown).await
 }
 
 async fn dispatch(

@@ -41,6 +41,7 @@ pub fn start(
     settings: &Settings,
     listener: Option<tokio::net::TcpListener>,
     grpc_listener: Option<tokio::net::TcpListener>,
+    guard: Option<Arc<crate::webconfig::guard::WebGuard>>,
     sink: &UpdateSink,
 ) -> TelemetryService {
     sink.send(Update::ClaudeTelemetry(TelemetryUpdate::Configure(
@@ -72,6 +73,7 @@ pub fn start(
             (Signal::Traces, settings.forward.traces_url.clone()),
         ],
         settings.otlp.forward_queue_bytes,
+        &super::forward::UpstreamOptions::from_settings(&settings.forward),
     )
     .map(|(f, tasks)| {
         forwarders.extend(tasks.into_iter().map(tokio::spawn));
@@ -100,8 +102,9 @@ pub fn start(
         service.addr = listener.local_addr().ok();
         let r = ingest.clone();
         let (tx, rx) = oneshot::channel::<()>();
+        let web_sink = sink.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = receiver::serve(listener, r, async move {
+            if let Err(e) = receiver::serve(listener, r, guard, web_sink, async move {
                 let _ = rx.await;
             })
             .await

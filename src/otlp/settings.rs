@@ -74,6 +74,9 @@ pub struct FileOtlp {
     /// started, e.g. "10s".
     #[serde(default, with = "humantime_serde")]
     pub read_timeout: Option<Duration>,
+    /// TLS and basic auth of the OTLP/HTTP receiver: a Prometheus web config file, for a
+    /// receiver bound beyond loopback.
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 /// Validated `[otlp]` settings.
@@ -94,6 +97,8 @@ pub struct OtlpSettings {
     pub forward_queue_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Web config file (TLS, basic auth) of the OTLP/HTTP listener.
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for OtlpSettings {
@@ -219,6 +224,9 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
             "write at least \"100ms\" (default \"10s\")",
         ));
     }
+    if let Some(web) = &f.web_config_file {
+        crate::webconfig::settings::check_file(path, "otlp.web_config_file", web)?;
+    }
     Ok(OtlpSettings {
         allow_labels,
         max_series_per_family,
@@ -230,6 +238,7 @@ pub fn validate(file: Option<FileOtlp>, path: &Path) -> Result<OtlpSettings, Con
         max_streams,
         forward_queue_bytes,
         read_timeout,
+        web_config_file: f.web_config_file,
     })
 }
 
@@ -240,6 +249,16 @@ pub struct FileForward {
     pub metrics_url: Option<String>,
     pub logs_url: Option<String>,
     pub traces_url: Option<String>,
+    /// PEM CA certificates an https upstream's certificate must chain to.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate from an https upstream.
+    pub insecure_skip_verify: Option<bool>,
+    /// Headers sent with every forwarded body, e.g. `{ AccountID = "12" }`.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Sent as `Authorization: Bearer T`, inline.
+    pub bearer_token: Option<String>,
+    /// Bearer token read from this file (at start and reload).
+    pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
 /// The validated `[claude.forward]` upstreams; `None` forwards nothing of that signal.
@@ -248,6 +267,14 @@ pub struct ForwardSettings {
     pub metrics_url: Option<String>,
     pub logs_url: Option<String>,
     pub traces_url: Option<String>,
+    /// How the upstreams' certificates are checked.
+    pub tls: crate::tlsclient::ClientTls,
+    /// Headers sent to the upstreams (values may be secrets: never serialized).
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+    /// `Authorization: Bearer` token for the upstreams (never serialized).
+    #[serde(skip)]
+    pub bearer_token: Option<String>,
 }
 
 impl ForwardSettings {
@@ -273,10 +300,84 @@ pub fn validate_forward(
             check_http_url(path, k, u)?;
         }
     }
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: format!("claude.forward.{key}"),
+        message,
+    };
+    let tls = crate::tlsclient::ClientTls {
+        ca_file: forward.ca_file.clone(),
+        insecure_skip_verify: forward.insecure_skip_verify.unwrap_or(false),
+    };
+    tls.check().map_err(|e| invalid("ca_file", e))?;
+    let mut headers = Vec::new();
+    for (name, value) in forward.headers.clone().unwrap_or_default() {
+        let key = format!("headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(&key, "not a valid HTTP header name".into()));
+        }
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(
+                &key,
+                "the value has characters a header cannot carry".into(),
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if ["content-type", "content-encoding", "content-length", "host"].contains(&lower.as_str())
+        {
+            return Err(invalid(
+                &key,
+                "the forwarder sets this header itself; remove it".into(),
+            ));
+        }
+        if lower == "authorization"
+            && (forward.bearer_token.is_some() || forward.bearer_token_file.is_some())
+        {
+            return Err(invalid(
+                &key,
+                "give Authorization in headers or a bearer token, not both".into(),
+            ));
+        }
+        headers.push((name, value));
+    }
+    let bearer_token = match (&forward.bearer_token, &forward.bearer_token_file) {
+        (None, None) => None,
+        (Some(t), None) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| {
+                    invalid(
+                        "bearer_token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "bearer_token",
+                "give bearer_token or bearer_token_file, not both".into(),
+            ));
+        }
+    };
+    match bearer_token.as_deref() {
+        Some("") => return Err(invalid("bearer_token", "the token is empty".into())),
+        Some(t) if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() => {
+            return Err(invalid(
+                "bearer_token",
+                "the token has characters a header cannot carry".into(),
+            ));
+        }
+        _ => {}
+    }
     Ok(ForwardSettings {
         metrics_url: forward.metrics_url,
         logs_url: forward.logs_url,
         traces_url: forward.traces_url,
+        tls,
+        headers,
+        bearer_token,
     })
 }
 

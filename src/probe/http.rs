@@ -14,15 +14,16 @@ use super::health;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// A client for health probes: no proxies (probes target loopback), no redirects followed
-/// silently, no connection reuse across probes (a probe must see a fresh connect).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// silently, no connection reuse across probes (a probe must see a fresh connect). An
+/// https URL's certificate is checked as `tls` says.
+pub fn client(tls: &crate::tlsclient::ClientTls) -> Result<reqwest::Client, String> {
+    crate::tlsclient::reqwest_builder(tls)?
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .user_agent(concat!("vibe-agent/", env!("CARGO_PKG_VERSION")))
         .build()
-        .expect("a reqwest client without TLS or proxies builds")
+        .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)))
 }
 
 /// Status and body of one GET.

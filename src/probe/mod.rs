@@ -15,4 +15,4 @@ pub mod source;
 pub mod state;
 
 pub use settings::{ServiceKind, ServiceSettings, TokenSource};
-pub use source::{ListenTable, probe_once, spawn};
+pub use source::{ListenTable, ProbeClient, probe_once, spawn};

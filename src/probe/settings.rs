@@ -44,6 +44,11 @@ pub struct FileService {
     pub token_file: Option<PathBuf>,
     /// JupyterLab token, read from this environment variable.
     pub token_env: Option<String>,
+    /// PEM CA certificates an https health URL's certificate must chain to (instead of
+    /// the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate on an https health URL (still encrypted, not authenticated).
+    pub insecure_skip_verify: Option<bool>,
     /// Probe interval, e.g. "10s".
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
@@ -96,6 +101,8 @@ pub struct ServiceSettings {
     pub expect_status: u16,
     pub expect_json: Option<(String, String)>,
     pub token: Option<TokenSource>,
+    /// How an https health URL's certificate is checked.
+    pub tls: crate::tlsclient::ClientTls,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -203,6 +210,11 @@ pub fn validate(
                 ));
             }
         };
+        let tls = crate::tlsclient::ClientTls {
+            ca_file: s.ca_file.clone(),
+            insecure_skip_verify: s.insecure_skip_verify.unwrap_or(false),
+        };
+        tls.check().map_err(|e| invalid(path, key("ca_file"), e))?;
         let interval = s.interval.unwrap_or(DEFAULT_PROBE_INTERVAL);
         let timeout = s.timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
         if interval < Duration::from_millis(100) {
@@ -233,6 +245,7 @@ pub fn validate(
             expect_status,
             expect_json,
             token,
+            tls,
             interval,
             timeout,
         });

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::settings::ServiceSettings;
+use super::state::{HealthDetail, HttpSample};
 use super::{http, port};
 use crate::common::{Source, unix_now};
 use crate::config::Settings;
@@ -49,9 +50,13 @@ impl ListenTable {
     }
 }
 
+/// The HTTP client of one service's health probe (its own TLS settings), or why there is
+/// none (an unreadable `ca_file`), reported as the probe's failure.
+pub type ProbeClient = Result<reqwest::Client, String>;
+
 /// Probes one service once (port, then health) and returns the updates.
 pub async fn probe_once(
-    client: &reqwest::Client,
+    client: &ProbeClient,
     table: &ListenTable,
     svc: &ServiceSettings,
 ) -> Vec<Update> {
@@ -81,7 +86,16 @@ pub async fn probe_once(
         });
     }
     if let Some(url) = &svc.health_url {
-        let sample = http::probe(client, svc, url, unix_now()).await;
+        let sample = match client {
+            Ok(client) => http::probe(client, svc, url, unix_now()).await,
+            Err(e) => HttpSample {
+                at: unix_now(),
+                duration: 0.0,
+                status: None,
+                outcome: Err(e.clone()),
+                detail: HealthDetail::None,
+            },
+        };
         out.push(Update::Http {
             service: svc.name.clone(),
             sample,
@@ -92,7 +106,7 @@ pub async fn probe_once(
 
 /// One service's probes, as one periodic source.
 struct ServiceProbe {
-    client: reqwest::Client,
+    client: ProbeClient,
     table: Arc<ListenTable>,
     svc: ServiceSettings,
 }
@@ -106,11 +120,10 @@ impl Sample for ServiceProbe {
 /// Starts one probe loop per service into `tasks`. Each loop probes at once, then every
 /// interval; a slow probe delays only its own service.
 pub fn spawn(settings: &Settings, sink: &UpdateSink, tasks: &mut JoinSet<()>) {
-    let client = http::client();
     let table = Arc::new(ListenTable::default());
     for svc in &settings.services {
         let probe = ServiceProbe {
-            client: client.clone(),
+            client: http::client(&svc.tls),
             table: table.clone(),
             svc: svc.clone(),
         };
