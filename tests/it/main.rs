@@ -20,4 +20,5 @@ mod otlp_grpc;
 mod packaging;
 mod rules;
 mod systemd;
+mod tls;
 mod transcripts;

@@ -12,6 +12,7 @@ pub mod claude_cli;
 pub mod fake_http;
 pub mod jupyterlab;
 pub mod logs;
+pub mod pki;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -394,6 +395,8 @@ impl Config {
 /// An HTTP client for the agent's listener: no proxy, a generous timeout (tests never
 /// assert speed), no automatic decompression (reqwest is built without it).
 pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a rustls provider of its own.
+    vibe_agent::tlsclient::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
