@@ -426,6 +426,8 @@ static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// A client that keeps one connection alive (each load task sends one request at a time).
 fn one_connection() -> reqwest::Client {
+    // reqwest is built without a rustls provider of its own.
+    vibe_agent::tlsclient::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(1)

@@ -161,6 +161,8 @@ fn measure_latency(peer: &Peer, gzip: bool, count: usize) -> Latency {
         .build()
         .expect("runtime");
     // One client per run: one kept-alive connection, as Prometheus scrapes.
+    // reqwest is built without a rustls provider of its own.
+    vibe_agent::tlsclient::install_default_provider();
     let client = reqwest::Client::builder()
         .no_gzip()
         .pool_max_idle_per_host(1)

@@ -128,6 +128,8 @@ async fn main() {
     let listeners = Listeners::bind(&settings).await.unwrap();
     let agent = daemon::start(settings, listeners).unwrap();
     let metrics_url = format!("http://{}/metrics", agent.metrics_addr);
+    // reqwest is built without a rustls provider of its own.
+    vibe_agent::tlsclient::install_default_provider();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let watched_state = |s: &vibe_agent::model::Snapshot, want: &str| {
         s.units
