@@ -48,7 +48,7 @@ async fn start_agent(state: &Path, web_config: Option<&Path>, extra: &str) -> Ag
         .map(|p| format!("web_config_file = {}\n", toml_str(&p.to_string_lossy())))
         .unwrap_or_default();
     let text = format!(
-        "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n{web}\n\
+        "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\n{web}\n\
          [agent]\nstate_dir = {}\n\n[systemd]\nunits = []\n\n\
          [host]\npaths = []\ninterval = \"300ms\"\n\n[claude]\nhomes = []\n\n{extra}",
         toml_str(&state.to_string_lossy()),
@@ -410,7 +410,7 @@ fn web_config_problems_are_refused_or_reported_by_name() {
         std::fs::write(
             &p,
             format!(
-                "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\nweb_config_file = {}\n\
+                "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\nweb_config_file = {}\n\
                  [agent]\nstate_dir = {}\n[systemd]\nunits = []\n[host]\npaths = []\n[claude]\nhomes = []\n",
                 toml_str(&web.to_string_lossy()),
                 toml_str(&dir.path().to_string_lossy())
@@ -701,7 +701,7 @@ async fn https_health_urls_with_ca_file_or_insecure_skip_verify() {
         )
     };
     let toml = format!(
-        "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\n[agent]\nstate_dir = {}\n\
+        "[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"\"\notlp_grpc = \"\"\n[agent]\nstate_dir = {}\n\
          [systemd]\nunits = []\n[host]\npaths = []\ninterval = \"300ms\"\n[claude]\nhomes = []\n\n{}{}{}",
         toml_str(&dir.path().to_string_lossy()),
         service(
@@ -796,7 +796,7 @@ async fn forwarding_to_an_https_upstream_with_a_header_and_a_bearer_token() {
     std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
     let otlp_port = free_port();
     let toml = format!(
-        "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"127.0.0.1:{otlp_port}\"\n\
+        "service = []\n[listen]\nmetrics = \"127.0.0.1:0\"\notlp = \"127.0.0.1:{otlp_port}\"\notlp_grpc = \"\"\n\
          [agent]\nstate_dir = {}\n[systemd]\nunits = []\n[host]\npaths = []\n\
          [claude]\nhomes = []\n[claude.forward]\nlogs_url = \"https://127.0.0.1:{}/insert/opentelemetry/v1/logs\"\n\
          ca_file = {}\nbearer_token_file = {}\nheaders = {{ AccountID = \"12\", ProjectID = \"3\" }}\n",
