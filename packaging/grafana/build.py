@@ -278,17 +278,30 @@ def services():
         [(f"sum(vibe:ins:services_down{sel()})", "down")],
         w=4,
         h=5,
-        desc="Services of the box that are not fully up: unit not active, port not listening or health probe failing (recording rule vibe:ins:services_down).",
+        desc="Installed services of the box that are not fully up: unit not active, port not listening or health probe failing (recording rule vibe:ins:services_down; an absent service is not counted).",
         defaults={"thresholds": thresholds((None, "green"), (1, "red"))},
     )
     b.panel(
         "stat",
         "Service up",
-        [(f"vibe_service_up{sel()}", "{{service}} @ {{ins}}")],
+        # 2 for an absent service (no unit file, nothing listening): not installed, not down
+        [(f"vibe_service_up{sel()} + 2 * (1 - vibe_service_present{sel()})", "{{service}} @ {{ins}}")],
         w=8,
         h=5,
-        desc="1 when every enabled check of the service passes (unit, port, health).",
-        defaults={"mappings": up_down_mappings(), "thresholds": thresholds((None, "red"), (1, "green"))},
+        desc="UP when every enabled check of the service passes (unit, port, health); ABSENT when the box does not have it (systemd has no unit file and nothing listens on its port: vibe_service_present 0), which raises no alert.",
+        defaults={
+            "mappings": [
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "DOWN", "color": "red", "index": 0},
+                        "1": {"text": "UP", "color": "green", "index": 1},
+                        "2": {"text": "ABSENT", "color": "text", "index": 2},
+                    },
+                }
+            ],
+            "thresholds": thresholds((None, "red"), (1, "green")),
+        },
         options={"colorMode": "background", "graphMode": "none"},
     )
     b.panel(

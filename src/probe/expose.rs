@@ -14,6 +14,11 @@ pub fn families(services: &[ServiceState], units: &UnitsState, out: &mut Vec<Met
         "vibe_service_up",
         "1 when every enabled check of the service passes.",
     );
+    let mut present = Family::gauge(
+        "vibe_service_present",
+        "0 when the service is absent: systemd has no unit file of its unit (LoadState \
+         not-found) and nothing listens on its port; absent is not down and raises no alert.",
+    );
     let mut listening = Family::gauge(
         "vibe_port_listening",
         "1 when the service's port is in LISTEN state in the kernel's socket table.",
@@ -81,6 +86,7 @@ pub fn families(services: &[ServiceState], units: &UnitsState, out: &mut Vec<Met
         let name = svc.info.name.as_str();
         let l = [("service", name)];
         service_up.flag(&l, svc.up(units));
+        present.flag(&l, svc.present(units));
         if let Some(p) = &svc.port {
             let port = p.port.to_string();
             let lp = [("service", name), ("port", port.as_str())];
@@ -129,6 +135,7 @@ pub fn families(services: &[ServiceState], units: &UnitsState, out: &mut Vec<Met
     }
     for f in [
         service_up,
+        present,
         listening,
         accepting,
         connect_secs,

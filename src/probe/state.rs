@@ -131,6 +131,26 @@ impl ServiceState {
         port_ok && http_ok && units.allows_up(self.info.unit.as_deref())
     }
 
+    /// False when the service is absent: systemd has no unit file of its unit (`LoadState`
+    /// `not-found`) and nobody answers where it would (its port, when configured, is not
+    /// listening; its health endpoint, when configured, fails). A box installed without
+    /// code-server or JupyterLab then reads "absent", not "down", and raises no alert
+    /// (`vibe_service_present 0`). Anything else is present: a service without a unit, a
+    /// unit systemd has not reported yet, a unit that exists but is stopped, or something
+    /// listening on the port under another unit.
+    pub fn present(&self, units: &UnitsState) -> bool {
+        let not_found = self
+            .info
+            .unit
+            .as_deref()
+            .is_some_and(|u| units.not_found(u));
+        let nobody_listens =
+            self.info.port.is_none() || self.port.as_ref().is_some_and(|p| !p.listening);
+        let nobody_answers = self.info.health_url.is_none()
+            || self.http.as_ref().is_some_and(|h| h.outcome.is_err());
+        !(not_found && nobody_listens && nobody_answers)
+    }
+
     /// Every enabled check has reported at least once.
     pub fn sampled(&self) -> bool {
         (self.info.port.is_none() || self.port.is_some())
@@ -171,6 +191,10 @@ pub fn checks(services: &[ServiceState], units: &UnitsState, units_watched: bool
     let mut out = Vec::new();
     for s in services {
         let name = &s.info.name;
+        if !s.present(units) {
+            out.push(absent_check(s));
+            continue;
+        }
         if let Some(unit) = s.info.unit.as_deref().filter(|_| units_watched) {
             out.push(units.service_check(name, unit));
         }
@@ -247,6 +271,114 @@ pub fn checks(services: &[ServiceState], units: &UnitsState, units_watched: bool
     out
 }
 
+/// The one line of an absent service (see [`ServiceState::present`]): it passes, since a
+/// service that is not installed is not down.
+fn absent_check(s: &ServiceState) -> Check {
+    let mut why = format!(
+        "unit {} is not installed",
+        s.info.unit.as_deref().unwrap_or_default()
+    );
+    if let Some(port) = s.info.port {
+        why.push_str(&format!(", nothing listens on port {port}"));
+    }
+    Check {
+        name: s.info.name.clone(),
+        ok: true,
+        detail: format!(
+            "absent ({why}): not monitored as down; install it, or remove the [[service]] \
+             from the agent's config to drop this line"
+        ),
+    }
+}
+
 fn ms(secs: f64) -> String {
     format!("{:.1} ms", secs * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::state::{UnitChange, UnitEvent};
+
+    fn jupyter(listening: Option<bool>, http_ok: Option<bool>) -> ServiceState {
+        ServiceState {
+            info: ServiceInfo {
+                name: "jupyter".into(),
+                kind: ServiceKind::Jupyter,
+                unit: Some("jupyter.service".into()),
+                port: Some(8888),
+                health_url: Some("http://127.0.0.1:8888/jupyter/api".into()),
+                status_enabled: false,
+            },
+            port: listening.map(|listening| PortSample {
+                at: 1.0,
+                port: 8888,
+                listening,
+                connect: if listening {
+                    Ok(0.001)
+                } else {
+                    Err("refused".into())
+                },
+            }),
+            http: http_ok.map(|ok| HttpSample {
+                at: 1.0,
+                duration: 0.001,
+                status: ok.then_some(200),
+                outcome: if ok { Ok(()) } else { Err("refused".into()) },
+                detail: HealthDetail::None,
+            }),
+            procs: None,
+        }
+    }
+
+    fn units(load_state: Option<&str>) -> UnitsState {
+        let mut u = UnitsState::default();
+        u.apply(UnitEvent::Watched(["jupyter.service".to_string()].into()));
+        if let Some(load) = load_state {
+            u.apply(UnitEvent::Changed {
+                unit: "jupyter.service".into(),
+                change: UnitChange {
+                    load_state: Some(load.into()),
+                    active_state: Some("inactive".into()),
+                    sub_state: Some("dead".into()),
+                    ..UnitChange::default()
+                },
+            });
+        }
+        u
+    }
+
+    /// Issue 18: absent only when systemd has no unit file and nobody answers.
+    #[test]
+    fn absent_needs_a_missing_unit_and_nobody_listening() {
+        let missing = units(Some("not-found"));
+        let absent = jupyter(Some(false), Some(false));
+        assert!(!absent.present(&missing));
+        assert!(!absent.up(&missing));
+        let lines = checks(std::slice::from_ref(&absent), &missing, true);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].ok, "absent is not a failure: {lines:?}");
+        assert!(
+            lines[0]
+                .to_string()
+                .starts_with("[OK] jupyter: absent (unit jupyter.service is not installed, nothing listens on port 8888)"),
+            "{lines:?}"
+        );
+
+        // Something listens or answers: present (the unit line says not found).
+        assert!(jupyter(Some(true), Some(false)).present(&missing));
+        assert!(jupyter(Some(false), Some(true)).present(&missing));
+        // Not probed yet: not known to be silent, so present.
+        assert!(jupyter(None, None).present(&missing));
+        // Installed but stopped, or systemd not read: present, and down.
+        let stopped = units(Some("loaded"));
+        assert!(absent.present(&stopped));
+        assert!(!absent.up(&stopped));
+        assert!(absent.present(&units(None)));
+        assert!(
+            checks(std::slice::from_ref(&absent), &stopped, true)
+                .iter()
+                .all(|c| !c.ok)
+        );
+    }
 }

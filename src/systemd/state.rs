@@ -261,6 +261,12 @@ impl UnitsState {
         }
     }
 
+    /// systemd has reported that it has no unit file of this name (`LoadState`
+    /// `not-found`); false while the unit has not been read.
+    pub fn not_found(&self, unit: &str) -> bool {
+        self.units.get(unit).is_some_and(UnitStatus::not_found)
+    }
+
     /// The check line of a service's unit, e.g. "code-server unit code-server.service:
     /// active (running)".
     pub fn service_check(&self, service: &str, unit: &str) -> Check {

@@ -5,6 +5,7 @@
 //! ([`sandbox`]) boots the machine's own systemd with `scripts/systemd-sandbox` and drives
 //! real units with `systemctl`.
 
+mod absent;
 pub(crate) mod fake;
 mod sandbox;
 

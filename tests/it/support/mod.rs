@@ -182,6 +182,13 @@ impl Service {
         s
     }
 
+    /// No token in the agent's config (a JupyterLab whose token the agent must find, or
+    /// whose `/api/status` is not probed).
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
     /// A generic HTTP service on `port`, health at `path`.
     pub fn http(name: &str, port: u16, path: &str) -> Self {
         let mut s = Self::new(name, "http");
