@@ -7,8 +7,10 @@
 //!    tests/fixtures/otlp) and for a large synthetic one (1 000 points), against prost's
 //!    bare decode of the same bytes (what a receiver that builds the messages pays before
 //!    converting anything) and prost decode followed by conversion.
-//! 2. End to end over HTTP: the release `vibe-agent` binary as a child, posting the
-//!    Claude-sized request for `BENCH_SECS` (default 20; the issue's figure is 60) twice:
+//! 2. End to end over HTTP, then over gRPC to the same agent in the same run: the release
+//!    `vibe-agent` binary as a child, sent the Claude-sized request (an HTTP POST, or a
+//!    gRPC `MetricsService/Export` call over plaintext HTTP/2 with the `h2` crate, one call
+//!    at a time per connection) for `BENCH_SECS` (default 20; the issue's figure is 60) twice:
 //!    paced open-loop at `BENCH_RATE` requests/s (default 10 000, the issue's target) over
 //!    `BENCH_PACED_CONNECTIONS` (default 64) connections, latency counted from each
 //!    request's due time; then closed-loop over `BENCH_CONNECTIONS` (default 16) for the
@@ -245,7 +247,7 @@ fn wait_port(port: u16) {
 }
 
 async fn flood(
-    url: String,
+    target: Target,
     req: Request,
     secs: u64,
     connections: usize,
@@ -256,15 +258,15 @@ async fn flood(
     let mut tasks = Vec::new();
     let rss_before = rss_mib(pid);
     for _ in 0..connections {
-        let url = url.clone();
+        let target = target.clone();
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
-            let client = one_connection();
+            let mut conn = target.connect().await;
             let mut lat = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < stop {
                 let t = Instant::now();
-                if req.post(&client, &url).await {
+                if conn.post(&req).await {
                     lat.push(t.elapsed());
                 } else {
                     errors += 1;
@@ -308,7 +310,7 @@ async fn flood(
 /// the actual send) is printed beside it. RSS is sampled every 500 ms and printed every
 /// 10 s, so growth under the flood is visible.
 async fn paced(
-    url: String,
+    target: Target,
     req: Request,
     rate: f64,
     secs: u64,
@@ -321,10 +323,10 @@ async fn paced(
     let rss_before = rss_mib(pid);
     let mut tasks = Vec::new();
     for k in 0..connections {
-        let url = url.clone();
+        let target = target.clone();
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
-            let client = one_connection();
+            let mut conn = target.connect().await;
             let (mut from_due, mut service) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut i = k as u64;
@@ -335,7 +337,7 @@ async fn paced(
                 }
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
-                if req.post(&client, &url).await {
+                if conn.post(&req).await {
                     let done = Instant::now();
                     from_due.push(done - due);
                     service.push(done - sent);
@@ -390,12 +392,13 @@ async fn paced(
     (line, q(&from_due, 0.99))
 }
 
-fn agent(state: &Path, metrics: u16, otlp: u16) -> Peer {
+fn agent(state: &Path, metrics: u16, otlp: u16, otlp_grpc: u16) -> Peer {
     let cfg = state.join("agent.toml");
     std::fs::write(
         &cfg,
         format!(
             "service = []\n[listen]\nmetrics = \"127.0.0.1:{metrics}\"\notlp = \"127.0.0.1:{otlp}\"\n\
+             otlp_grpc = \"127.0.0.1:{otlp_grpc}\"\n\
              [agent]\nstate_dir = \"{}\"\nlog_level = \"warn\"\n[systemd]\nunits = []\n\
              [host]\npaths = []\n[claude]\nhomes = []\n",
             state.display()
@@ -433,6 +436,90 @@ fn one_connection() -> reqwest::Client {
         .pool_max_idle_per_host(1)
         .build()
         .unwrap()
+}
+
+/// Where a load task sends its requests.
+#[derive(Clone)]
+enum Target {
+    /// OTLP/HTTP: POST to this URL.
+    Http(String),
+    /// OTLP/gRPC: the metrics `Export` call on this address, over plaintext HTTP/2.
+    Grpc(std::net::SocketAddr),
+}
+
+/// One kept-alive connection of a load task, which sends one request at a time on it.
+enum Conn {
+    Http(reqwest::Client, String),
+    Grpc(h2::client::SendRequest<axum::body::Bytes>, String),
+}
+
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+impl Target {
+    async fn connect(&self) -> Conn {
+        match self {
+            Target::Http(url) => Conn::Http(one_connection(), url.clone()),
+            Target::Grpc(addr) => {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                tcp.set_nodelay(true).unwrap();
+                let (send, conn) = h2::client::handshake(tcp).await.expect("HTTP/2");
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Conn::Grpc(send, format!("http://{addr}{GRPC_EXPORT}"))
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Sends the next request and reads the whole answer; true on success (a 2xx, or gRPC
+    /// status OK).
+    async fn post(&mut self, req: &Request) -> bool {
+        match self {
+            Conn::Http(client, url) => req.post(client, url).await,
+            Conn::Grpc(send, uri) => grpc_export(send, uri, req).await.unwrap_or(false),
+        }
+    }
+}
+
+/// One gRPC `Export` call: the body in a gRPC frame, then the reply and its trailers.
+async fn grpc_export(
+    send: &mut h2::client::SendRequest<axum::body::Bytes>,
+    uri: &str,
+    req: &Request,
+) -> Result<bool, h2::Error> {
+    let body = req.next_body();
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut ready = send.clone().ready().await?;
+    let (resp, mut stream) = ready.send_request(request, false)?;
+    stream.send_data(frame.into(), true)?;
+    let resp = resp.await?;
+    let ok = |h: &axum::http::HeaderMap| h.get("grpc-status").map(|v| v == "0");
+    if let Some(status) = ok(resp.headers()) {
+        return Ok(status);
+    }
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    Ok(body
+        .trailers()
+        .await?
+        .as_ref()
+        .and_then(ok)
+        .unwrap_or(false))
 }
 
 impl Request {
@@ -517,13 +604,13 @@ fn otlp_request() -> Request {
 fn measure(
     rt: &tokio::runtime::Runtime,
     name: &str,
-    url: &str,
+    target: Target,
     req: Request,
     pid: u32,
     load: &Load,
 ) -> (f64, f64) {
     let (line, p99) = rt.block_on(paced(
-        url.to_string(),
+        target.clone(),
         req.clone(),
         load.rate,
         load.secs,
@@ -534,13 +621,7 @@ fn measure(
         "{name}, paced ({} s, {} connections, 2 cores shared with the load): {line}",
         load.secs, load.paced_connections
     );
-    let (line, rps) = rt.block_on(flood(
-        url.to_string(),
-        req,
-        load.secs,
-        load.connections,
-        pid,
-    ));
+    let (line, rps) = rt.block_on(flood(target, req, load.secs, load.connections, pid));
     println!(
         "{name}, closed loop ({} s, {} connections, 2 cores shared with the load): {line}",
         load.secs, load.connections
@@ -584,16 +665,32 @@ fn main() {
         .build()
         .unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (mp, op) = (free_port(), free_port());
-    let a = agent(state.path(), mp, op);
+    let (mp, op, gp) = (free_port(), free_port(), free_port());
+    let a = agent(state.path(), mp, op, gp);
     wait_port(op);
+    wait_port(gp);
     let (agent_p99, agent_rps) = measure(
         &rt,
         "vibe-agent /v1/metrics",
-        &format!("http://127.0.0.1:{op}/v1/metrics"),
+        Target::Http(format!("http://127.0.0.1:{op}/v1/metrics")),
         otlp_request(),
         a.child.id(),
         &load,
+    );
+    // The same requests over gRPC, to the same agent, in the same run.
+    let (grpc_p99, grpc_rps) = measure(
+        &rt,
+        "vibe-agent gRPC MetricsService/Export",
+        Target::Grpc(([127, 0, 0, 1], gp).into()),
+        otlp_request(),
+        a.child.id(),
+        &load,
+    );
+    println!(
+        "ratios vibe-agent gRPC/HTTP: closed-loop requests/s {:.2}; paced p99 {:.2} (below 1: \
+         gRPC answers sooner)",
+        grpc_rps / agent_rps,
+        grpc_p99 / agent_p99
     );
     let counts = rt.block_on(async {
         let text = one_connection()
@@ -609,7 +706,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join("; ")
     });
-    println!("vibe-agent after both floods: {counts}");
+    println!("vibe-agent after the HTTP and gRPC floods: {counts}");
     drop(a);
 
     let vm = Path::new("/usr/bin/victoria-metrics");
@@ -655,7 +752,7 @@ fn main() {
             println!("peer victoria-metrics takes neither OTLP nor the text import: no HTTP ratio");
             return;
         };
-        let (peer_p99, peer_rps) = measure(&rt, name, &url, req, p.child.id(), &load);
+        let (peer_p99, peer_rps) = measure(&rt, name, Target::Http(url), req, p.child.id(), &load);
         println!(
             "ratios vibe-agent/peer: closed-loop requests/s {:.2}; paced p99 {:.2} (below 1: \
              the agent answers sooner)",
