@@ -7,7 +7,7 @@ Runs the CLI interactively (in a pseudo-terminal: the status line is drawn by th
 only, never in -p mode) with HOME=HOME_DIR against fake_anthropic.py on loopback, with a
 statusLine command that saves its stdin; the prompt is answered by the fake API. Stops the
 CLI once a captured document shows the session's cost above zero (the turn is done), or
-after 90 s. Writes the last captured document to OUT_JSON; exit status 0 when one with a
+after 240 s. Writes the last captured document to OUT_JSON; exit status 0 when one with a
 cost was captured, 1 otherwise. Onboarding, folder trust and the API-key question are
 pre-answered in HOME_DIR/.claude.json, as a user who used the CLI before has them.
 Processes it starts (the fake API, the CLI) are stopped before it returns.
@@ -83,7 +83,7 @@ def main():
         if pid == 0:
             os.chdir(work)
             os.execve(claude, [claude, "--model", "claude-sonnet-4-5", prompt], env)
-        deadline = time.time() + 90
+        deadline = time.time() + 240
         while time.time() < deadline:
             r, _, _ = select.select([fd], [], [], 0.2)
             if r:
