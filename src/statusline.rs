@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -176,6 +176,22 @@ pub async fn serve(
             let mut body = serde_json::to_vec(&reply).unwrap_or_default();
             body.push(b'\n');
             let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&body)).await;
+            // Closing a Unix socket with unread bytes in its queue resets the peer (Linux
+            // sets ECONNRESET on it), which can destroy the reply before the caller reads
+            // it. So the write side is shut and whatever the caller sent is read and
+            // discarded, bounded in bytes and time, until the caller closes.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let mut left = MAX_INPUT_BYTES;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n as u64),
+                    }
+                }
+            })
+            .await;
         });
     }
     // A stopped agent leaves no socket behind: the client then says "not running" at once.
