@@ -722,12 +722,24 @@ async fn https_health_urls_with_ca_file_or_insecure_skip_verify() {
                 && m.is("vibe_http_up{service=\"system-cas\"}", 0.0)
         })
         .await;
-    let snapshot = agent.snapshots.borrow().clone();
+    // A round that ran before s_server listened is down too ("connection refused"): wait for
+    // one that reached the server and was refused for its certificate.
+    let judged = |s: &vibe_agent::model::Snapshot| {
+        s.checks()
+            .into_iter()
+            .find(|c| c.name == "system-cas http")
+            .is_some_and(|c| c.detail.contains("certificate") || c.detail.contains("Issuer"))
+    };
+    // On timeout the last snapshot comes back and the assertion below names what it says.
+    let snapshot = agent
+        .wait_for(crate::support::WAIT, judged)
+        .await
+        .unwrap_or_else(|last| last);
     let check = snapshot
         .checks()
         .into_iter()
         .find(|c| c.name == "system-cas http")
-        .unwrap();
+        .expect("a system-cas check line");
     assert!(
         check.detail.contains("certificate") || check.detail.contains("Issuer"),
         "{check:?}"
